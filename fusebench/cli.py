@@ -1,0 +1,101 @@
+"""The `fusebench` command: a thin dispatcher.
+
+Each subcommand only parses arguments and hands them to the module that does the work, imported lazily so
+`fusebench --help` stays fast and optional heavy dependencies are only imported when used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from fusebench.errors import FusebenchError
+
+# subcommand -> "module:function"; the function takes the parsed argparse.Namespace and returns an exit code.
+COMMANDS = {
+    "run": "fusebench.pipeline.commands:run",
+    "plan": "fusebench.pipeline.commands:plan",
+    "align": "fusebench.align.cli:main",
+    "eval": "fusebench.evaluate.cli:main",
+    "report": "fusebench.report.cli:main",
+    "leaderboard": "fusebench.report.leaderboard:main",
+    "bench": "fusebench.bench:main",
+}
+
+
+def _recipe_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", help="path to a recipe YAML (e.g. recipes/tiny.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="override recipe values, e.g. train.lr=2e-5 seeds=[0,1]")
+    p.add_argument("--workdir", default=None,
+                   help="where everything the run writes lives (default: runs/<recipe name>)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fusebench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run every stage of a recipe (cached, resumable)")
+    _recipe_args(p)
+    p.add_argument("--only", default=None, help="run only the stages whose id starts with this prefix (and what they need)")
+
+    p = sub.add_parser("plan", help="print the stage graph: what is cached and what would run (downloads nothing)")
+    _recipe_args(p)
+
+    p = sub.add_parser("align", help="align two tokenizations of one text and print the path and its cost")
+    p.add_argument("--source", required=True, help="source tokenizer: a local directory or hub id")
+    p.add_argument("--target", required=True, help="target tokenizer: a local directory or hub id")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--text", help="the text to tokenize")
+    g.add_argument("--file", help="a file holding the text")
+    p.add_argument("--aligner", default="dtw", help="dtw (default) or offsets")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+    p = sub.add_parser("eval", help="evaluate a model on benchmark suites through lm-eval")
+    p.add_argument("model", help="a Hugging Face model directory or hub id")
+    p.add_argument("--suite", default="perplexity", help="comma-separated suites: commonsense,bbh,multipl-e,perplexity,...")
+    p.add_argument("--limit", type=int, default=None, help="at most N documents per task (for quick checks)")
+    p.add_argument("--workdir", default=None, help="where caches and results go (default: runs/eval)")
+    p.add_argument("--results", default="results", help="results store to add this evaluation to")
+    p.add_argument("--name", default=None, help="the model's name in results and tables (default: directory name)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+
+    p = sub.add_parser("report", help="render the paper's tables and plots from stored results")
+    p.add_argument("--results", default="results", help="results store (default: results/)")
+    p.add_argument("--out", default="reports", help="output directory (default: reports/)")
+    p.add_argument("--format", default="md,latex,html,csv", help="comma-separated: md,latex,html,csv")
+
+    p = sub.add_parser("leaderboard", help="rank every evaluated model; `leaderboard add MODEL` adds one")
+    p.add_argument("action", nargs="?", choices=["show", "add"], default="show")
+    p.add_argument("model", nargs="?", help="with `add`: a model directory or hub id")
+    p.add_argument("--name", default=None, help="with `add`: the row's name")
+    p.add_argument("--suite", default=None, help="comma-separated suites to show / evaluate")
+    p.add_argument("--results", default="results")
+    p.add_argument("--out", default="reports")
+    p.add_argument("--workdir", default=None)
+    p.add_argument("--limit", type=int, default=None)
+
+    p = sub.add_parser("bench", help="speed and memory benchmarks, as ratios against baselines measured in the same run")
+    p.add_argument("--json", action="store_true", help="print one JSON object (keys documented in bench/README.md)")
+    p.add_argument("--quick", action="store_true", help="smaller inputs, for smoke tests")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module_name, func_name = COMMANDS[args.command].split(":")
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+        return int(func(args) or 0)
+    except FusebenchError as err:
+        print(f"fusebench {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fusebench: interrupted; finished stages are kept and the run resumes where it stopped.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

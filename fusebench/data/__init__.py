@@ -1,0 +1,1 @@
+"""Corpora: the offline tiny world's domains and general mix, hub datasets and local text files."""

@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run every stage of a recipe (cached, resumable)")
     _recipe_args(p)
     p.add_argument("--only", default=None, help="run only the stages whose id starts with this prefix (and what they need)")
+    p.add_argument("--results", default="results", help="results store the run's evaluations are added to (default: results/)")
+    p.add_argument("--reports", default="reports", help="where the reports are rendered (default: reports/)")
 
     p = sub.add_parser("plan", help="print the stage graph: what is cached and what would run (downloads nothing)")
     _recipe_args(p)

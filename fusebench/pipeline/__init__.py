@@ -1,0 +1,1 @@
+"""Recipes, the stage graph and the cached, resumable runner that executes it."""

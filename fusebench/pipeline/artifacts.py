@@ -1,0 +1,68 @@
+"""Typed views of the artifacts stages leave on disk; a stage reads its inputs through these, never by guessing paths.
+
+| artifact  | directory holds                                                                  |
+|-----------|----------------------------------------------------------------------------------|
+| Corpus    | train.jsonl, test.jsonl ({"text": ...} per line), manifest.json (sources, sha256)  |
+| Tokenizer | a Hugging Face tokenizer directory (tokenizer.json, tokenizer_config.json)        |
+| Model     | a Hugging Face model directory (config.json, model.safetensors, tokenizer), or     |
+|           | pointer.json naming a directory / hub id elsewhere (pretrained models aren't copied)|
+| Chunks    | chunks.jsonl: the text of every training sequence, shared by all models           |
+| Store     | a distribution store (meta.json + shard-*/ .npy files), see fusebench.extract      |
+| VocabMap  | vocab_map.npz + vocab_map.json, see fusebench.align                               |
+| Eval      | results.json (lm-eval's output) + manifest.json                                   |
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from fusebench.data.corpora import read_split
+
+
+@dataclass(frozen=True)
+class Corpus:
+    path: Path
+
+    def split(self, name: str) -> list[str]:
+        return read_split(self.path, name)
+
+
+@dataclass(frozen=True)
+class Model:
+    path: Path
+
+    @property
+    def location(self) -> str:
+        """What `from_pretrained` takes: the stage dir itself, or the directory / hub id a pointer names."""
+        pointer = self.path / "pointer.json"
+        return json.loads(pointer.read_text())["location"] if pointer.exists() else str(self.path)
+
+    def tokenizer(self):
+        from fusebench.models.tokenizers import load_tokenizer
+
+        return load_tokenizer(self.location)
+
+
+@dataclass(frozen=True)
+class Tokenizer:
+    path: Path
+
+    def load(self):
+        from fusebench.models.tokenizers import load_tokenizer
+
+        return load_tokenizer(self.path)
+
+
+@dataclass(frozen=True)
+class Chunks:
+    path: Path
+
+    def texts(self) -> list[str]:
+        return [json.loads(l) for l in (self.path / "chunks.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def write_chunks(out: Path, texts: list[str]) -> None:
+    (out / "chunks.jsonl").write_text("".join(json.dumps(t, ensure_ascii=False) + "\n" for t in texts),
+                                      encoding="utf-8")

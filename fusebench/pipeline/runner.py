@@ -1,0 +1,167 @@
+"""The stage runner: a DAG of stages, each cached under a key, written atomically, resumable after a crash.
+
+A stage's key hashes its kind, its config, the keys of its inputs and the source of the code that implements it, so
+a finished stage is never recomputed and a change anywhere reruns exactly what depends on it.
+
+On disk, under `<workdir>/cache/<kind>/`:
+- `<name>-<key16>/`          a finished artifact (appears by one atomic rename, with `.stage.json` inside);
+- `<name>-<key16>.partial/`  work in progress; resumable stages keep checkpoints / shards there across crashes,
+                             the others start it afresh;
+- `<name>-<key16>.lock`      held while the stage runs, so two runs sharing a cache never write the same stage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from filelock import FileLock
+
+from fusebench.errors import FusebenchError
+
+log = logging.getLogger("fusebench")
+
+
+@dataclass
+class StageContext:
+    """What a stage's function sees: where to write, and its finished inputs by stage id."""
+
+    out: Path
+    inputs: dict[str, Path]
+    workdir: Path
+
+    def input(self, stage_id: str) -> Path:
+        return self.inputs[stage_id]
+
+
+@dataclass
+class Stage:
+    id: str                                  # "model:target"; unique in a run
+    kind: str                                # "model", "extract", ...: the cache folder
+    config: dict                             # JSON-able; part of the key
+    inputs: list[str]                        # ids of the stages whose outputs this one reads
+    run: Callable[[StageContext], None]
+    code: tuple[str, ...] = ()               # modules whose source is part of the key
+    resumable: bool = False                  # keep `.partial/` across crashes (the stage resumes from it)
+    key: str = field(default="", init=False)
+
+    @property
+    def name(self) -> str:
+        return self.id.split(":", 1)[-1].replace("/", "_").replace(":", "_")
+
+
+def _code_hash(modules: tuple[str, ...]) -> str:
+    """Hash of the modules' source files, read without importing them (keys stay cheap for `plan`)."""
+    h = hashlib.sha256()
+    for name in sorted(set(modules)):
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise FusebenchError(f"stage code module {name} is missing from this installation of fusebench; "
+                                 "reinstall it (pip install -e .).")
+        h.update(name.encode() + Path(spec.origin).read_bytes())
+    return h.hexdigest()
+
+
+class Runner:
+    def __init__(self, stages: list[Stage], workdir: Path):
+        self.workdir = Path(workdir)
+        self.stages = {s.id: s for s in stages}
+        self.order = self._toposort()
+        for sid in self.order:  # keys depend on input keys, so compute in topological order
+            s = self.stages[sid]
+            payload = {"kind": s.kind, "config": s.config, "inputs": [self.stages[i].key for i in s.inputs],
+                       "code": _code_hash(s.code)}
+            s.key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _toposort(self) -> list[str]:
+        order, state = [], {}
+
+        def visit(sid: str, path: tuple[str, ...]) -> None:
+            if state.get(sid) == "done":
+                return
+            if state.get(sid) == "visiting":
+                raise FusebenchError(f"the recipe's stages form a cycle: {' -> '.join((*path, sid))}. "
+                                     "A model cannot (indirectly) train from itself.")
+            if sid not in self.stages:
+                raise FusebenchError(f"stage {path[-1]!r} needs {sid!r}, which the recipe does not define.")
+            state[sid] = "visiting"
+            for dep in self.stages[sid].inputs:
+                visit(dep, (*path, sid))
+            state[sid] = "done"
+            order.append(sid)
+
+        for sid in self.stages:
+            visit(sid, ())
+        return order
+
+    def path(self, sid: str) -> Path:
+        s = self.stages[sid]
+        return self.workdir / "cache" / s.kind / f"{s.name}-{s.key[:16]}"
+
+    def is_done(self, sid: str) -> bool:
+        return (self.path(sid) / ".stage.json").exists()
+
+    def closure(self, prefix: str | None) -> list[str]:
+        """Stages whose id starts with `prefix`, and everything they need (all stages when prefix is None)."""
+        if not prefix:
+            return list(self.order)
+        wanted: set[str] = set()
+        stack = [s for s in self.order if s.startswith(prefix)]
+        if not stack:
+            raise FusebenchError(f"no stage id starts with {prefix!r}; stages: {', '.join(self.order)}")
+        while stack:
+            sid = stack.pop()
+            if sid not in wanted:
+                wanted.add(sid)
+                stack.extend(self.stages[sid].inputs)
+        return [s for s in self.order if s in wanted]
+
+    def plan(self) -> list[tuple[str, str, Path]]:
+        return [(sid, "cached" if self.is_done(sid) else "would run", self.path(sid)) for sid in self.order]
+
+    def run(self, only: str | None = None) -> dict[str, Path]:
+        todo = self.closure(only)
+        for n, sid in enumerate(todo, 1):
+            final = self.path(sid)
+            if self.is_done(sid):
+                log.info("[%d/%d] %s: cached (%s)", n, len(todo), sid, final.name)
+                continue
+            final.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(final) + ".lock"):
+                if self.is_done(sid):  # another run sharing this cache finished it while we waited
+                    log.info("[%d/%d] %s: finished by another run", n, len(todo), sid)
+                    continue
+                self._run_stage(self.stages[sid], final, f"[{n}/{len(todo)}]")
+        return {sid: self.path(sid) for sid in todo}
+
+    def _run_stage(self, stage: Stage, final: Path, counter: str) -> None:
+        partial = final.with_name(final.name + ".partial")
+        if partial.exists() and not stage.resumable:
+            shutil.rmtree(partial)
+        resumed = partial.exists()
+        partial.mkdir(parents=True, exist_ok=True)
+        log.info("%s %s: %s", counter, stage.id, "resuming" if resumed else "running")
+        start = time.time()
+        ctx = StageContext(out=partial, inputs={i: self.path(i) for i in stage.inputs}, workdir=self.workdir)
+        try:
+            stage.run(ctx)
+        except OSError as err:
+            if err.errno == 28:  # ENOSPC: say so plainly; the partial dir is not mistaken for a finished stage
+                raise FusebenchError(f"the disk holding {self.workdir} is full while running {stage.id}. Free space "
+                                     "(or use --workdir on another disk) and run again: finished stages are kept "
+                                     "and this one resumes.") from None
+            raise
+        shutil.rmtree(partial / "_resume", ignore_errors=True)
+        record = {"id": stage.id, "kind": stage.kind, "key": stage.key, "config": stage.config,
+                  "inputs": {i: self.stages[i].key for i in stage.inputs}, "code_modules": list(stage.code),
+                  "seconds": round(time.time() - start, 2), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        (partial / ".stage.json").write_text(json.dumps(record, indent=2, default=str))
+        partial.rename(final)  # the one atomic step that makes the stage finished
+        log.info("%s %s: done in %.1fs", counter, stage.id, time.time() - start)

@@ -1,0 +1,188 @@
+"""The bodies of the stages: each reads typed inputs, calls the module that does the work, writes into `ctx.out`.
+
+Kept free of graph logic (that is `graph.py`) so a reader sees, per stage, exactly what goes in and what comes out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from fusebench.pipeline.artifacts import Chunks, Corpus, Model, Tokenizer, write_chunks
+from fusebench.pipeline.recipe import CorpusSpec, EvaluateSpec, ModelSpec, TokenizerSpec, TrainSpec
+from fusebench.pipeline.runner import StageContext
+
+log = logging.getLogger("fusebench")
+
+
+def corpus(spec: CorpusSpec):
+    def run(ctx: StageContext) -> None:
+        from fusebench.data import corpora
+
+        if spec.kind == "tiny_world":
+            train, test, prov = corpora.tiny_world_splits(spec.domain, spec.seed, spec.train_chars, spec.test_chars)
+        elif spec.kind == "hub":
+            train, test, prov = corpora.hub_splits(spec.path, spec.name, spec.text_field, spec.train_split,
+                                                   spec.test_split, spec.train_chars, spec.test_chars)
+        else:
+            train, test, prov = corpora.files_splits(spec.files, spec.seed, spec.train_chars, spec.test_chars)
+        corpora.write_corpus(ctx.out, train, test, {"spec": spec.model_dump(), **prov})
+    return run
+
+
+def tokenizer(spec: TokenizerSpec, corpus_id: str | None):
+    def run(ctx: StageContext) -> None:
+        from fusebench.models.tokenizers import load_tokenizer, train_tokenizer
+
+        if spec.kind == "pretrained":
+            load_tokenizer(spec.path).save_pretrained(ctx.out)
+        else:
+            train_tokenizer(spec.kind, Corpus(ctx.input(corpus_id)).split("train"), spec.vocab_size, ctx.out)
+    return run
+
+
+def chunks(corpus_id: str, tokenizer_id: str, seq_len: int):
+    def run(ctx: StageContext) -> None:
+        from fusebench.train.data import chunk_documents
+
+        tok = _tokenizer_of(ctx.input(tokenizer_id))
+        write_chunks(ctx.out, chunk_documents(tok, Corpus(ctx.input(corpus_id)).split("train"), seq_len))
+    return run
+
+
+def _tokenizer_of(path: Path):
+    """A tokenizer stage's or a model stage's tokenizer."""
+    if (path / "tokenizer.json").exists() or (path / "tokenizer_config.json").exists():
+        return Tokenizer(path).load()
+    return Model(path).tokenizer()
+
+
+def pointer_model(location: str, trust_remote_code: bool):
+    def run(ctx: StageContext) -> None:
+        from transformers import AutoConfig
+
+        from fusebench.errors import FusebenchError
+
+        try:  # config only: proves the model exists without loading weights
+            AutoConfig.from_pretrained(location, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as err:
+            raise FusebenchError(f"cannot find model {location!r}: {str(err)[:300]}. Give a local Hugging Face model "
+                                 "directory, or a hub id with network access (or a local HF cache).") from None
+        local = Path(location)
+        (ctx.out / "pointer.json").write_text(json.dumps(
+            {"location": str(local.resolve()) if local.exists() else location, "trust_remote_code": trust_remote_code}))
+    return run
+
+
+def gguf_model(source: str):
+    def run(ctx: StageContext) -> None:
+        from fusebench.models.gguf import resolve_gguf, gguf_to_hf
+
+        gguf_to_hf(resolve_gguf(source), ctx.out)
+    return run
+
+
+def trained_model(name: str, spec: ModelSpec, chunks_id: str, init_id: str | None, tokenizer_id: str | None,
+                  teacher_ids: list[tuple[str, str]] | None, target_store_id: str | None):
+    """Pretraining from config (`arch`) or continual training (`init`), with or without teachers."""
+    def run(ctx: StageContext) -> None:
+        import torch
+
+        from fusebench.train.data import tokenize_chunks
+        from fusebench.train.loop import TrainSettings, train
+
+        torch.manual_seed(spec.train.seed)
+        if init_id is not None:
+            from transformers import AutoModelForCausalLM
+
+            base = Model(ctx.input(init_id))
+            model = AutoModelForCausalLM.from_pretrained(base.location, trust_remote_code=spec.trust_remote_code)
+            tok = base.tokenizer()
+        else:
+            from fusebench.models.build import ModelSize, build_model
+
+            tok = Tokenizer(ctx.input(tokenizer_id)).load()
+            model = build_model(spec.arch, len(tok), spec.size or ModelSize(), tok.bos_token_id, tok.eos_token_id,
+                                spec.train.seed)
+        seqs = tokenize_chunks(tok, Chunks(ctx.input(chunks_id)).texts(), spec.train.seq_len)
+        targets = None
+        if teacher_ids:
+            from fusebench.fuse.targets import FusedTargets
+
+            targets = FusedTargets(ctx.input(target_store_id), [ctx.input(a) for _, a in teacher_ids],
+                                   spec.fusion.function, seqs)
+        settings = TrainSettings.from_specs(spec.train, spec.fusion if teacher_ids else None)
+        history = train(model, seqs, settings, ctx.out / "_resume", tok.pad_token_id or 0, targets, desc=name)
+        model.save_pretrained(ctx.out, safe_serialization=True)
+        tok.save_pretrained(ctx.out)
+        (ctx.out / "train_log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+    return run
+
+
+def extract(model_id: str, chunks_id: str, top_k: int, batch_size: int, seq_len: int):
+    def run(ctx: StageContext) -> None:
+        from fusebench.extract.extract import extract_distributions
+        from fusebench.train.data import tokenize_chunks
+
+        model = Model(ctx.input(model_id))
+        tok = model.tokenizer()
+        # sources may tokenize a chunk more finely than the target: give them room (2x) rather than cut text
+        seqs = tokenize_chunks(tok, Chunks(ctx.input(chunks_id)).texts(), 2 * seq_len)
+        extract_distributions(model.location, [s.tolist() for s in seqs], ctx.out / "store", top_k=top_k,
+                              batch_size=batch_size, shard_size=256, resume_dir=ctx.out / "store")
+    return run
+
+
+def vocab_map(kind: str, source_tok_id: str, target_tok_id: str):
+    def run(ctx: StageContext) -> None:
+        from fusebench.align import build_vocab_map
+
+        build_vocab_map(kind, _tokenizer_of(ctx.input(source_tok_id)),
+                        _tokenizer_of(ctx.input(target_tok_id))).save(ctx.out / "vocab_map")
+    return run
+
+
+def align(aligner: str, fallback: str, source_store_id: str, target_store_id: str, vocab_map_id: str,
+          source_tok_id: str, target_tok_id: str):
+    def run(ctx: StageContext) -> None:
+        from fusebench.align.corpus import align_stores
+
+        align_stores(aligner=aligner, fallback=fallback,
+                     source_store=ctx.input(source_store_id) / "store",
+                     target_store=ctx.input(target_store_id) / "store",
+                     vocab_map=ctx.input(vocab_map_id) / "vocab_map",
+                     source_tokenizer=_tokenizer_of(ctx.input(source_tok_id)),
+                     target_tokenizer=_tokenizer_of(ctx.input(target_tok_id)),
+                     out_dir=ctx.out / "store")
+    return run
+
+
+def ensemble(member_ids: list[str], weights: list[float] | None):
+    def run(ctx: StageContext) -> None:
+        from fusebench.ensemble import save_ensemble
+
+        save_ensemble([Model(ctx.input(m)).location for m in member_ids], weights, ctx.out)
+    return run
+
+
+def merge(spec, member_ids: dict[str, str]):
+    def run(ctx: StageContext) -> None:
+        from fusebench.merge import merge_models
+
+        locations = {name: Model(ctx.input(sid)).location for name, sid in member_ids.items()}
+        merge_models(spec, locations, ctx.out)
+    return run
+
+
+def evaluate(model_name: str, model_id: str, suite: str, spec: EvaluateSpec, corpus_ids: dict[str, str],
+             run_name: str):
+    def run(ctx: StageContext) -> None:
+        from fusebench.evaluate.api import evaluate_model
+
+        evaluate_model(Model(ctx.input(model_id)).location, [suite], name=model_name, limit=spec.limit,
+                       workdir=ctx.workdir / "eval", results_dir=ctx.out, run_id=run_name,
+                       corpora={c: ctx.input(sid) for c, sid in corpus_ids.items()}, batch_size=spec.batch_size)
+    return run

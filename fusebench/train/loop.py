@@ -1,0 +1,197 @@
+"""One training loop for pretraining, CLM continual training, KD and FuseLLM.
+
+    loss = λ · CLM + (1 − λ) · fusion
+
+CLM continual training (and pretraining) is λ = 1 with no teachers; KD is one teacher; FuseLLM is the fused targets
+of several aligned sources. The fusion term is a cross-entropy against sparse top-k targets, gathered on their ids
+(`fusebench.fuse.loss`), never a dense [batch, length, vocab] teacher tensor.
+
+Runs single-process or under `accelerate launch` (DDP, FSDP, DeepSpeed ZeRO by accelerate config). Every global
+batch is fixed by (seed, step) alone, each process takes a contiguous slice of it, and losses are normalised by the
+*global* token count, so N processes compute the same update as one. State is checkpointed with
+`Accelerator.save_state` into `<resume_dir>/step-N` (written to a temp dir, then renamed), and a restarted run
+continues from the newest checkpoint bit-for-bit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from fusebench.errors import FusebenchError
+from fusebench.train.data import batch_indices, pad_batch
+
+# sequence index -> (ids [T, K], log-probs [T, K]) in the target's vocabulary, position t predicting token t+1
+TargetsFn = Callable[[int], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class TrainSettings:
+    steps: int
+    batch_size: int
+    lr: float
+    warmup_ratio: float = 0.008
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    clip: float = 1.0
+    grad_accum: int = 1
+    bf16: bool = False
+    seed: int = 0
+    checkpoint_every: int = 50
+    lam: float = 1.0
+    temperature: float = 1.0
+
+    @classmethod
+    def from_specs(cls, train, fusion=None) -> "TrainSettings":
+        fields = {k: getattr(train, k) for k in ("steps", "batch_size", "lr", "warmup_ratio", "schedule",
+                                                  "min_lr_ratio", "weight_decay", "betas", "clip", "grad_accum",
+                                                  "bf16", "seed", "checkpoint_every")}
+        if fusion is not None:
+            fields.update(lam=fusion.lam, temperature=fusion.temperature)
+        return cls(**fields)
+
+
+def lr_lambda(s: TrainSettings) -> Callable[[int], float]:
+    warmup = max(1, math.ceil(s.warmup_ratio * s.steps)) if s.warmup_ratio > 0 else 0
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if s.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, s.steps - warmup))
+        decay = 0.5 * (1 + math.cos(math.pi * progress)) if s.schedule == "cosine" else 1 - progress
+        return s.min_lr_ratio + (1 - s.min_lr_ratio) * decay
+
+    return factor
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    # no decay on biases and norms, as is standard for transformer LMs
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _latest_checkpoint(resume_dir: Path) -> tuple[int, Path | None]:
+    ckpts = sorted((int(p.name.split("-")[1]), p) for p in resume_dir.glob("step-*") if p.name.split("-")[1].isdigit())
+    return ckpts[-1] if ckpts else (0, None)
+
+
+def train(model, sequences: list[np.ndarray], settings: TrainSettings, resume_dir: Path, pad_id: int,
+          targets: TargetsFn | None = None, desc: str = "train") -> list[dict]:
+    """Train `model` in place on `sequences`; returns the per-step log (also written to resume_dir/log.jsonl)."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    if settings.lam < 1.0 and targets is None:
+        raise FusebenchError(f"{desc}: λ = {settings.lam} < 1 needs teachers (targets for the fusion term); "
+                             "set lambda: 1.0 for plain CLM training or name teachers.")
+    acc = Accelerator(mixed_precision="bf16" if settings.bf16 else "no")
+    set_seed(settings.seed)
+    optimizer = torch.optim.AdamW(_param_groups(model, settings.weight_decay), lr=settings.lr, betas=settings.betas)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(settings))
+    model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
+    acc.register_for_checkpointing(scheduler)
+
+    resume_dir = Path(resume_dir)
+    resume_dir.mkdir(parents=True, exist_ok=True)
+    start, ckpt = _latest_checkpoint(resume_dir)
+    if ckpt is not None:
+        acc.load_state(str(ckpt))
+    log_path = resume_dir / "log.jsonl"
+    history = [json.loads(l) for l in log_path.read_text().splitlines()] if log_path.exists() else []
+    history = [h for h in history if h["step"] < start]
+
+    rank, world = acc.process_index, acc.num_processes
+    micro = settings.batch_size // settings.grad_accum
+    if settings.batch_size % (settings.grad_accum * world):
+        raise FusebenchError(f"{desc}: batch_size {settings.batch_size} must divide evenly by grad_accum "
+                             f"({settings.grad_accum}) x processes ({world}).")
+    model.train()
+    bar = tqdm(range(start, settings.steps), desc=desc, initial=start, total=settings.steps,
+               disable=not acc.is_local_main_process, unit="step")
+    for step in bar:
+        batch = batch_indices(len(sequences), settings.batch_size, step, settings.seed)
+        ids_all, mask_all = pad_batch([sequences[i] for i in batch], pad_id)
+        total_tokens = float((mask_all[:, 1:] * mask_all[:, :-1]).sum())  # predicted positions, global
+        stats = {"clm": 0.0, "fusion": 0.0}
+        for m in range(settings.grad_accum):
+            lo = m * micro + rank * (micro // world)
+            part = slice(lo, lo + micro // world)
+            ids = torch.from_numpy(ids_all[part]).to(acc.device)
+            mask = torch.from_numpy(mask_all[part]).to(acc.device)
+            with acc.autocast():
+                logits = model(input_ids=ids, attention_mask=mask).logits.float()
+            pred_mask = (mask[:, 1:] * mask[:, :-1]).float()
+            nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
+            clm = (nll * pred_mask).sum() / total_tokens
+            loss = settings.lam * clm
+            if settings.lam < 1.0:
+                from fusebench.fuse.loss import fusion_loss
+
+                t_ids, t_lp = _batch_targets(targets, batch[part], ids.shape[1], acc.device)
+                fus = fusion_loss(logits[:, :-1], t_ids[:, :-1], t_lp[:, :-1], pred_mask,
+                                  settings.temperature, reduction="sum") / total_tokens
+                loss = loss + (1 - settings.lam) * fus
+                stats["fusion"] += float(fus) * world
+            stats["clm"] += float(clm) * world
+            if not torch.isfinite(loss):
+                raise FusebenchError(
+                    f"{desc}: the loss became {float(loss)} at step {step} (batch of sequences "
+                    f"{batch[part].tolist()}). The last checkpoint in {resume_dir} is kept. Lower train.lr, check "
+                    "the teachers' stores, or turn off bf16, then run again.")
+            acc.backward(loss * world)  # DDP averages gradients over processes; undo that for a global-mean loss
+        grad_norm = acc.clip_grad_norm_(model.parameters(), settings.clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        stats = {k: acc.reduce(torch.tensor(v, device=acc.device), "mean").item() for k, v in stats.items()}
+        row = {"step": step, "loss": settings.lam * stats["clm"] + (1 - settings.lam) * stats["fusion"],
+               **stats, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm)}
+        history.append(row)
+        bar.set_postfix(loss=f"{row['loss']:.3f}")
+        if (step + 1) % settings.checkpoint_every == 0 and step + 1 < settings.steps:
+            _checkpoint(acc, resume_dir, step + 1, history)
+    acc.wait_for_everyone()
+    model = acc.unwrap_model(model)
+    model.eval()
+    return history
+
+
+def _checkpoint(acc, resume_dir: Path, step: int, history: list[dict]) -> None:
+    tmp = resume_dir / f"tmp-step-{step}"
+    acc.save_state(str(tmp))
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        (tmp / "log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+        tmp.rename(resume_dir / f"step-{step}")
+        (resume_dir / "log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+        for old in resume_dir.glob("step-*"):  # keep only the newest checkpoint
+            if old.name != f"step-{step}":
+                shutil.rmtree(old, ignore_errors=True)
+    acc.wait_for_everyone()
+
+
+def _batch_targets(targets: TargetsFn, seq_ids: np.ndarray, length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    got = [targets(int(i)) for i in seq_ids]
+    k = max(t[0].shape[1] for t in got)
+    ids = np.zeros((len(got), length, k), dtype=np.int64)
+    lp = np.full((len(got), length, k), -np.inf, dtype=np.float32)
+    for b, (t_ids, t_lp) in enumerate(got):
+        n = min(length, t_ids.shape[0])
+        ids[b, :n, :t_ids.shape[1]] = t_ids[:n]
+        lp[b, :n, :t_ids.shape[1]] = t_lp[:n]
+    return torch.from_numpy(ids).to(device), torch.from_numpy(lp).to(device)

@@ -146,8 +146,8 @@ def train(model, sequences: list[np.ndarray], settings: TrainSettings, resume_di
                 fus = fusion_loss(logits[:, :-1], t_ids[:, :-1], t_lp[:, :-1], pred_mask,
                                   settings.temperature, reduction="sum") / total_tokens
                 loss = loss + (1 - settings.lam) * fus
-                stats["fusion"] += float(fus) * world
-            stats["clm"] += float(clm) * world
+                stats["fusion"] += fus.item() * world
+            stats["clm"] += clm.item() * world
             if not torch.isfinite(loss):
                 raise FusebenchError(
                     f"{desc}: the loss became {float(loss)} at step {step} (batch of sequences "

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Install fusebench into ./.venv on a fresh machine: CPU PyTorch (pinned, so pip never pulls a multi-GB CUDA
+# build), the package with its test extras, and — when run as root or with sudo — the MultiPL-E language toolchains.
+# Idempotent: a second run only checks. Usage: bash install.sh [--no-toolchains]
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v WARNING || true
+# torch first and pinned: a plain `torch` requirement on a machine without it may resolve to a CUDA wheel
+.venv/bin/python -m pip install -q "torch==2.13.0" 2>&1 | grep -v WARNING || true
+.venv/bin/python -m pip install -q -e ".[dev]" 2>&1 | grep -v WARNING || true
+.venv/bin/python -c "import fusebench, torch, transformers, lm_eval, mergekit" \
+  || { echo "install.sh: the Python environment is incomplete (see pip's messages above)" >&2; exit 1; }
+if [ "${1:-}" != "--no-toolchains" ]; then
+  if [ "$(id -u)" -eq 0 ] || command -v sudo >/dev/null 2>&1; then
+    bash .ci/setup-toolchains.sh
+  else
+    echo "install.sh: not root and no sudo: skipping the MultiPL-E toolchains (code execution tests will skip)" >&2
+  fi
+fi
+echo "install.sh: ready — .venv/bin/fusebench --help"

@@ -172,8 +172,12 @@ def merge(spec, member_ids: dict[str, str]):
     def run(ctx: StageContext) -> None:
         from fusebench.merge import merge_models
 
-        locations = {name: Model(ctx.input(sid)).location for name, sid in member_ids.items()}
-        merge_models(spec, locations, ctx.out)
+        where = {name: Model(ctx.input(sid)).location for name, sid in member_ids.items()}
+        weights = spec.weights or [1.0 / len(spec.models)] * len(spec.models)
+        models = [{"path": where[m], "weight": w, **({"density": spec.density} if spec.method == "ties" else {})}
+                  for m, w in zip(spec.models, weights)]
+        merge_models({"method": spec.method, "models": models,
+                      "base_model": where[spec.base] if spec.base else None}, ctx.out)
     return run
 
 

@@ -1,0 +1,143 @@
+"""Align a source's whole distribution store to the target's sequences: the `align` stage.
+
+For each training sequence (the same text chunk for both models): align the two tokenizations (`dtw` / `offsets`),
+move the source's top-k into target positions and ids through the vocab map (`transfer.py`), and write the result
+as an *aligned store*: per shard, `.npy` files of target-space ids (int32, -1 = empty slot) and log-probs (float16,
+-inf = empty), the source's own per-sequence CE and how many tokens it averages over. Shards are written atomically
+(temp dir + rename), so a killed alignment resumes at the first missing shard.
+
+A source whose tokens were cut short by its maximum length covers less text than the target's sequence; such a
+sequence is marked `valid = 0` and the fusion leaves that source out for it (counted and logged, never guessed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from fusebench.align.transfer import AlignedDistributions, transfer_distributions
+from fusebench.errors import FusebenchError
+from fusebench.extract.store import DistributionStore
+
+log = logging.getLogger("fusebench")
+SHARD = 256
+FORMAT_VERSION = 1
+
+
+def _text(tokenizer, ids: np.ndarray) -> str:
+    # compare texts as the models saw them: NFKC (the unigram tokenizer normalises) and without whitespace, which
+    # tokenizers may drop or mark differently at sequence edges
+    return "".join(unicodedata.normalize("NFKC", tokenizer.decode(ids.tolist())).split())
+
+
+def align_stores(*, aligner: str, fallback: str, source_store: Path, target_store: Path, vocab_map: Path,
+                 source_tokenizer, target_tokenizer, out_dir: Path) -> Path:
+    from fusebench.align import ALIGNERS, VocabMap, tokenization_from_ids, tokenize_for_alignment
+
+    src, tgt = DistributionStore.open(source_store), DistributionStore.open(target_store)
+    if len(src) != len(tgt):
+        raise FusebenchError(f"the source store {source_store} holds {len(src)} sequences but the target's "
+                             f"{target_store} holds {len(tgt)}: they were extracted from different chunks. Rerun both "
+                             "extractions on the same chunks stage.")
+    vmap = VocabMap.load(vocab_map, source_tokenizer, target_tokenizer)
+    align = ALIGNERS[aligner]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    num_shards = (len(tgt) + SHARD - 1) // SHARD
+    invalid = 0
+    for shard in tqdm(range(num_shards), desc=f"align ({aligner})", unit="shard"):
+        final = out_dir / f"shard-{shard:05d}"
+        if (final / "done").exists():
+            continue
+        rows: list[AlignedDistributions | None] = []
+        for i in range(shard * SHARD, min(len(tgt), (shard + 1) * SHARD)):
+            s, t = src.sequence(i), tgt.sequence(i)
+            s_text, t_text = _text(source_tokenizer, s.input_ids), _text(target_tokenizer, t.input_ids)
+            if s_text != t_text and t_text.startswith(s_text):  # the source was truncated: leave it out here
+                rows.append(None)
+                invalid += 1
+                continue
+            if aligner == "offsets":  # offsets need the text: re-tokenize the decoded chunk
+                raise FusebenchError("the offsets aligner needs each chunk's text and is available through "
+                                     "`fusebench align`; in recipes use aligner: dtw.")
+            path = align(tokenization_from_ids(source_tokenizer, s.input_ids),
+                         tokenization_from_ids(target_tokenizer, t.input_ids))
+            rows.append(transfer_distributions(s, t.input_ids, path.pairs, vmap.src_to_tgt, source_text=s_text,
+                                               target_text=t_text, fallback=fallback))
+        _write_shard(out_dir, shard, rows, src.top_k, [len(tgt.sequence(i).input_ids)
+                                                      for i in range(shard * SHARD, shard * SHARD + len(rows))])
+    (out_dir / "meta.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "num_sequences": len(tgt),
+                                                   "num_shards": num_shards, "aligner": aligner, "fallback": fallback,
+                                                   "truncated_sources": invalid}))
+    if invalid:
+        log.warning("align: %d of %d sequences were cut short by the source's maximum length; the source is left "
+                    "out of their fusion", invalid, len(tgt))
+    return out_dir
+
+
+def _write_shard(out_dir: Path, shard: int, rows: list, k: int, lengths: list[int]) -> None:
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    ids = np.full((offsets[-1], k), -1, np.int32)
+    lps = np.full((offsets[-1], k), -np.inf, np.float16)
+    ce = np.full(len(rows), np.inf, np.float32)
+    npred = np.zeros(len(rows), np.int32)
+    for r, (row, lo) in enumerate(zip(rows, offsets[:-1])):
+        if row is None:
+            continue
+        n = len(row.input_ids)
+        ids[lo:lo + n, :row.topk_ids.shape[1]] = row.topk_ids
+        lps[lo:lo + n, :row.topk_ids.shape[1]] = row.topk_logprobs
+        ce[r], npred[r] = row.sequence_ce, row.num_predicted
+    tmp = out_dir / f".shard-{shard:05d}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    for name, arr in (("offsets", offsets), ("ids", ids), ("logprobs", lps), ("ce", ce), ("num_predicted", npred)):
+        np.save(tmp / f"{name}.npy", arr)
+    (tmp / "done").write_text("ok")
+    final = out_dir / f"shard-{shard:05d}"
+    shutil.rmtree(final, ignore_errors=True)
+    os.rename(tmp, final)
+
+
+@dataclass
+class AlignedSequence:
+    ids: np.ndarray        # [T, k] int64 target ids, -1 empty
+    logprobs: np.ndarray   # [T, k] float32, -inf empty
+    ce: float              # the source's own per-sequence CE (inf: not valid for this sequence)
+    num_predicted: int
+
+
+class AlignedStore:
+    """Read side of the aligned store (memory-mapped shards)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        meta_path = self.path / "meta.json"
+        if not meta_path.exists():
+            raise FusebenchError(f"{self.path} is not a finished aligned store (no meta.json); rerun the align stage.")
+        self.meta = json.loads(meta_path.read_text())
+        if self.meta.get("format_version") != FORMAT_VERSION:
+            raise FusebenchError(f"{self.path} was written by another aligned-store format "
+                                 f"({self.meta.get('format_version')}); delete it and rerun the align stage.")
+        self._cache: dict[int, dict[str, np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return int(self.meta["num_sequences"])
+
+    def sequence(self, i: int) -> AlignedSequence:
+        shard, r = divmod(i, SHARD)
+        if shard not in self._cache:
+            d = self.path / f"shard-{shard:05d}"
+            self._cache[shard] = {n: np.load(d / f"{n}.npy", mmap_mode="r")
+                                  for n in ("offsets", "ids", "logprobs", "ce", "num_predicted")}
+        a = self._cache[shard]
+        lo, hi = a["offsets"][r], a["offsets"][r + 1]
+        return AlignedSequence(np.asarray(a["ids"][lo:hi], np.int64), np.asarray(a["logprobs"][lo:hi], np.float32),
+                               float(a["ce"][r]), int(a["num_predicted"][r]))

@@ -1,0 +1,64 @@
+"""`fusebench bench`: the speed and size targets, each a ratio against a baseline measured in the same run.
+
+The measurements live in the repository's `bench/` folder (`bench_align.py`, `bench_core.py`); this command runs
+them all once and prints one table (or one JSON object, keys documented in bench/README.md).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+from fusebench.errors import FusebenchError
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
+
+# key -> (target, "max" if the figure must be at most the target, "min" if at least)
+TARGETS = {
+    "dtw_speedup": (100.0, "min"),
+    "store_bytes_per_token_per_model": (40.0, "max"),
+    "extraction_vs_forward_ratio": (1.15, "max"),
+    "fusion_step_time_ratio": (1.2, "max"),
+    "fusion_step_peak_memory_ratio": (1.1, "max"),
+}
+
+
+def _load(name: str):
+    path = BENCH_DIR / f"{name}.py"
+    if not path.exists():
+        raise FusebenchError(f"{path} is missing: `fusebench bench` runs the benchmarks of a source checkout "
+                             "(install with `pip install -e .` from the repository).")
+    spec = importlib.util.spec_from_file_location(f"fusebench_bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_all(quick: bool = False) -> dict:
+    align, core = _load("bench_align"), _load("bench_core")
+    results: dict = {}
+    for fn in (align.bench_dtw, core.bench_store_bytes, core.bench_extraction, core.bench_fusion_step):
+        results.update(fn(quick=quick))
+    results["targets"] = {k: {"target": t, "kind": kind, "value": results.get(k),
+                              "met": results.get(k) is not None and (results[k] >= t if kind == "min" else results[k] <= t)}
+                          for k, (t, kind) in TARGETS.items()}
+    return results
+
+
+def main(args) -> int:
+    results = run_all(quick=args.quick)
+    if args.json:
+        print(json.dumps(results, indent=2, default=float))
+    else:
+        print(f"{'figure':<36} {'value':>10} {'target':>10}  met")
+        for key, t in results["targets"].items():
+            sign = ">=" if t["kind"] == "min" else "<="
+            value = "n/a" if t["value"] is None else f"{t['value']:.3f}"
+            print(f"{key:<36} {value:>10} {sign + format(t['target'], 'g'):>10}  {'yes' if t['met'] else 'NO'}")
+    return 0 if all(t["met"] for t in results["targets"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(type("A", (), {"json": True, "quick": False})()))

@@ -1,0 +1,49 @@
+"""Fused training targets, computed per sequence when a batch asks for them (nothing dense is ever stored).
+
+The candidates of sequence i are the target model's own top-k (from its distribution store) and each teacher's
+top-k moved into target space (from the aligned stores); the fusion function (MinCE, AvgCE, ...) turns them into one
+sparse target. A teacher whose tokens were cut short on sequence i (aligned CE = inf) is left out for that sequence.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from fusebench.align.corpus import AlignedStore
+from fusebench.errors import FusebenchError
+from fusebench.extract.store import DistributionStore
+from fusebench.fuse.functions import Candidate, get_fusion_function
+
+
+class FusedTargets:
+    def __init__(self, own_stage: Path, aligned_stages: list[Path], function: str, sequences: list[np.ndarray]):
+        self.own = DistributionStore.open(Path(own_stage) / "store")
+        self.teachers = [AlignedStore(Path(a) / "store") for a in aligned_stages]
+        self.fuse = get_fusion_function(function)
+        self.sequences = sequences
+        for store in (self.own, *self.teachers):
+            if len(store) != len(sequences):
+                raise FusebenchError(f"a distribution store holds {len(store)} sequences but training has "
+                                     f"{len(sequences)}: they come from different chunks stages. Rerun the recipe.")
+        self.chosen = np.zeros(1 + len(self.teachers))  # how often each candidate is picked (MinCE) / its weight
+
+    def __call__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        seq = self.sequences[i]
+        own = self.own.sequence(i)
+        if not np.array_equal(own.input_ids[:len(seq)], seq):
+            raise FusebenchError(f"sequence {i}: the target's distribution store was extracted from other tokens "
+                                 "than training uses (tokenizer changed?). Delete the extract stage and rerun.")
+        candidates = [Candidate.of(own)]
+        present = [0]
+        for j, store in enumerate(self.teachers, 1):
+            a = store.sequence(i)
+            if np.isfinite(a.ce):
+                candidates.append(Candidate(a.ids, a.logprobs, a.ce, a.num_predicted))
+                present.append(j)
+        num_bytes = None
+        fused = self.fuse(candidates, num_bytes)
+        self.chosen[present] += fused.weights
+        n = len(seq)
+        return fused.ids[:n], fused.logprobs[:n]

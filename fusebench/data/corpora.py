@@ -3,15 +3,17 @@
 Three kinds share one interface (`prepare_corpus(spec, out_dir)`):
 - `tiny_world`: offline domains cut from registry packages (see ../shared/RESOURCES.md) —
   legal (license texts, scancode-toolkit-mini), biomed (Gene Ontology definitions, Debian r-bioc-go.db),
-  humanities (Webster 1913, Debian dict-gcide), code (the Python standard library's own source) — and `general`,
-  a mix of all four standing in for MiniPile.
+  humanities (Webster 1913, Debian dict-gcide), code (the Python standard library's own source) — and two mixes of
+  all four: `general` (what the tiny base models are pretrained on) and `mix` (the stand-in for MiniPile, on which
+  the target is continually trained: like MiniPile for Llama-2, text of the same kinds the model has not seen).
 - `hub`: a Hugging Face dataset (`JeanKaddour/minipile`, Pile subsets), for real runs with network access.
 - `files`: local `.txt` (one document per file) or `.jsonl` (one {"text": ...} per line) files.
 
 Splits are made by a hash of each document, so they do not depend on order or on how much is kept. Each tiny-world
-domain's documents fall into three disjoint pools: `test` (held out from every model), `domain` (the domain's
-training split, used to specialise experts) and `general` (mixed into the `general` corpus the base models see).
-So an expert's continual training really is new data, and no model ever trains on a test document.
+domain's documents fall into four disjoint pools: `test` (held out from every model), `domain` (the domain's
+training split, used to specialise experts), `general` (mixed into the pretraining corpus) and `mix` (mixed into the
+continual-training corpus). So continual training and expert training really see new data, and no model ever
+trains on a test document.
 """
 
 from __future__ import annotations
@@ -92,13 +94,14 @@ DOMAINS: dict[str, Domain] = {
                          HUMANITIES),
     "code": Domain(_code_docs, f"Python {sysconfig.get_python_version()} standard library source", "PSF-2.0", None),
 }
-TINY_WORLD_NAMES = (*DOMAINS, "general")
+MIXES = ("general", "mix")
+TINY_WORLD_NAMES = (*DOMAINS, *MIXES)
 
 
 def _pool(text: str, seed: int) -> str:
-    """Deterministic three-way split by content hash: ~6% test, ~47% domain, ~47% general."""
+    """Deterministic four-way split by content hash: ~6% test, ~44% domain, ~30% general, ~20% mix."""
     h = int.from_bytes(hashlib.blake2b(f"{seed}:{text}".encode(), digest_size=8).digest(), "little") % 100
-    return "test" if h < 6 else ("domain" if h < 53 else "general")
+    return "test" if h < 6 else "domain" if h < 50 else "general" if h < 80 else "mix"
 
 
 def _take(docs: Iterator[str], max_chars: int) -> list[str]:
@@ -113,20 +116,20 @@ def _take(docs: Iterator[str], max_chars: int) -> list[str]:
 
 def tiny_world_splits(domain: str, seed: int, train_chars: int, test_chars: int) -> tuple[list[str], list[str], dict]:
     """The train and test documents of one tiny-world corpus, and provenance for its manifest."""
-    names = list(DOMAINS) if domain == "general" else [domain]
+    names = list(DOMAINS) if domain in MIXES else [domain]
     train, test, sources = [], [], []
     for name in names:
         dom = DOMAINS[name]
-        pools: dict[str, list[str]] = {"test": [], "domain": [], "general": []}
+        pools: dict[str, list[str]] = {"test": [], "domain": [], "general": [], "mix": []}
         for doc in dom.docs():
             pools[_pool(doc, seed)].append(doc)
-        pool = "general" if domain == "general" else "domain"
+        pool = domain if domain in MIXES else "domain"
         share = len(names)  # the general mix takes an equal share from each domain
         train += _take(iter(pools[pool]), train_chars // share)
         test += _take(iter(pools["test"]), test_chars // share)
         sources.append({"domain": name, "source": dom.source, "license": dom.license,
                         "archive_sha256": archive_checksum(dom.package) if dom.package else None})
-    if domain == "general":  # interleave the domains deterministically, as a mixed corpus would be
+    if domain in MIXES:  # interleave the domains deterministically, as a mixed corpus would be
         train.sort(key=lambda d: hashlib.blake2b(d.encode(), digest_size=8).digest())
     return train, test, {"sources": sources}
 

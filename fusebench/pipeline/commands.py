@@ -41,6 +41,7 @@ def _setup_logging(workdir: Path) -> Path:
                              "with --workdir DIR.") from None
     path = logs / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     log.setLevel(logging.INFO)
+    log.propagate = False  # libraries configure the root logger; keep our lines single
     log.handlers.clear()
     for handler in (logging.FileHandler(path), logging.StreamHandler(sys.stderr)):
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
@@ -68,18 +69,32 @@ def run(args) -> int:
     start = time.time()
     done = runner.run(args.only)
     results = Path(getattr(args, "results", None) or "results")
-    published = publish_results(recipe.name, runner, done, results)
+    published = publish_results(recipe, done, results)
     if published and recipe.report:
-        from fusebench.report.api import render_reports
+        from fusebench.report.cli import report
 
-        render_reports(results, Path(getattr(args, "reports", None) or "reports"))
+        out = Path(getattr(args, "reports", None) or "reports")
+        report(results, out, ["md", "latex", "html", "csv"])
+        log.info("reports written to %s (index: %s)", out, out / "index.md")
     log.info("finished %d stages in %.1fs", len(done), time.time() - start)
     return 0
 
 
-def publish_results(run_id: str, runner: Runner, done: dict[str, Path], results: Path) -> bool:
-    """Copy each finished evaluation into `results/<run_id>/<model>/`; what is already there is left untouched."""
+def publish_results(recipe, done: dict[str, Path], results: Path) -> bool:
+    """Copy each finished evaluation into `results/<recipe>/<model>/`; what is already there is left untouched.
+
+    `run.json` beside them names each model's role (target, source, baseline, fused, ...) and how it was made, which
+    is what the report layer needs to lay tables out like the paper's (relative change against the target)."""
+    import json
+
     copied = False
+    run_dir = results / recipe.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    roles = {name: {"role": m.role, "kind": m.kind, "init": m.init, "teachers": m.teachers,
+                    "fusion": m.fusion.model_dump(by_alias=True) if m.fusion else None}
+             for name, m in recipe.models.items()}
+    target = next((n for n, m in recipe.models.items() if m.role == "target"), None)
+    (run_dir / "run.json").write_text(json.dumps({"recipe": recipe.name, "target": target, "models": roles}, indent=2))
     for sid, path in done.items():
         if not sid.startswith("eval:"):
             continue

@@ -114,7 +114,7 @@ class GraphBuilder:
 
     def _trained(self, name: str, m: ModelSpec, sid: str, cfg: dict) -> str:
         tok_stage = self.tokenizer_of(name)
-        chunks = self.chunks(m.train.corpus, tok_stage, m.train.seq_len)
+        chunks = self.chunks(m.train.corpus, tok_stage, m.train.seq_len, m.train.steps * m.train.batch_size)
         inputs = [chunks]
         init = self.model(m.init) if m.init else None
         tokenizer = None if m.init else self.tokenizer(m.tokenizer)
@@ -132,11 +132,13 @@ class GraphBuilder:
                         resumable=True, extra_code=CODE["model+teachers"] if m.teachers else ())
 
     # --- the fusion data path ---
-    def chunks(self, corpus: str, tok_stage: str, seq_len: int) -> str:
+    def chunks(self, corpus: str, tok_stage: str, seq_len: int, max_sequences: int) -> str:
+        """The training texts: at most one epoch of what the run will read, so teachers extract nothing unused."""
         c = self.corpus(corpus)
         tok_name = tok_stage.split(":", 1)[1]
-        return self.add(f"chunks:{corpus}.{tok_name}.{seq_len}", {"seq_len": seq_len}, [c, tok_stage],
-                        S.chunks(c, tok_stage, seq_len))
+        return self.add(f"chunks:{corpus}.{tok_name}.{seq_len}.n{max_sequences}",
+                        {"seq_len": seq_len, "max_sequences": max_sequences}, [c, tok_stage],
+                        S.chunks(c, tok_stage, seq_len, max_sequences))
 
     def extract(self, model: str, chunks: str, fusion: FusionSpec, seq_len: int) -> str:
         mstage = self.model(model)

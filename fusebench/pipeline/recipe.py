@@ -30,7 +30,7 @@ class Strict(BaseModel):
 
 class CorpusSpec(Strict):
     kind: Literal["tiny_world", "hub", "files"] = "tiny_world"
-    domain: Literal["legal", "biomed", "humanities", "code", "general"] | None = None
+    domain: Literal["legal", "biomed", "humanities", "code", "general", "mix"] | None = None
     path: str | None = None          # hub dataset id
     name: str | None = None          # hub dataset config
     files: list[str] = []            # kind: files

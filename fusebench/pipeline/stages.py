@@ -44,12 +44,13 @@ def tokenizer(spec: TokenizerSpec, corpus_id: str | None):
     return run
 
 
-def chunks(corpus_id: str, tokenizer_id: str, seq_len: int):
+def chunks(corpus_id: str, tokenizer_id: str, seq_len: int, max_sequences: int):
     def run(ctx: StageContext) -> None:
         from fusebench.train.data import chunk_documents
 
         tok = _tokenizer_of(ctx.input(tokenizer_id))
-        write_chunks(ctx.out, chunk_documents(tok, Corpus(ctx.input(corpus_id)).split("train"), seq_len))
+        texts = chunk_documents(tok, Corpus(ctx.input(corpus_id)).split("train"), seq_len)
+        write_chunks(ctx.out, texts[:max_sequences])
     return run
 
 

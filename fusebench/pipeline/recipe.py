@@ -14,6 +14,7 @@ are applied last. Errors name the file, the key path, what was expected and the 
 from __future__ import annotations
 
 import difflib
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -215,6 +216,9 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise FusebenchError(f"recipe {path} is not valid YAML: {err}. Fix the syntax at the line shown.") from None
+    # YAML anchors (&x / *x) make several keys share one object; break that sharing so an override of one key
+    # (models.a.train.lr=...) never silently changes another model's settings too
+    data = json.loads(json.dumps(data, default=str))
     if not isinstance(data, dict):
         raise FusebenchError(f"recipe {path} must be a mapping of keys (name:, models:, ...), not {type(data).__name__}.")
     include = data.pop("include", None)

@@ -99,7 +99,11 @@ def train(model, sequences: list[np.ndarray], settings: TrainSettings, resume_di
     if settings.lam < 1.0 and targets is None:
         raise FusebenchError(f"{desc}: λ = {settings.lam} < 1 needs teachers (targets for the fusion term); "
                              "set lambda: 1.0 for plain CLM training or name teachers.")
-    acc = Accelerator(mixed_precision="bf16" if settings.bf16 else "no")
+    # Batches are global (every process takes a slice), so the schedule advances once per optimizer step; accelerate's
+    # default would step it once per process, assuming each process brings a batch of its own. Accumulation goes
+    # through accelerate so that DDP syncs and DeepSpeed steps only on the last micro-batch of a step.
+    acc = Accelerator(mixed_precision="bf16" if settings.bf16 else "no", step_scheduler_with_optimizer=False,
+                      gradient_accumulation_steps=settings.grad_accum)
     set_seed(settings.seed)
     optimizer = torch.optim.AdamW(_param_groups(model, settings.weight_decay), lr=settings.lr, betas=settings.betas)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(settings))
@@ -129,38 +133,42 @@ def train(model, sequences: list[np.ndarray], settings: TrainSettings, resume_di
         total_tokens = float((mask_all[:, 1:] * mask_all[:, :-1]).sum())  # predicted positions, global
         stats = {"clm": 0.0, "fusion": 0.0}
         for m in range(settings.grad_accum):
-            lo = m * micro + rank * (micro // world)
-            part = slice(lo, lo + micro // world)
-            ids = torch.from_numpy(ids_all[part]).to(acc.device)
-            mask = torch.from_numpy(mask_all[part]).to(acc.device)
-            with acc.autocast():
-                logits = model(input_ids=ids, attention_mask=mask).logits.float()
-            pred_mask = (mask[:, 1:] * mask[:, :-1]).float()
-            nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
-            clm = (nll * pred_mask).sum() / total_tokens
-            loss = settings.lam * clm
-            if settings.lam < 1.0:
-                from fusebench.fuse.loss import fusion_loss
+            with acc.accumulate(model):
+                lo = m * micro + rank * (micro // world)
+                part = slice(lo, lo + micro // world)
+                ids = torch.from_numpy(ids_all[part]).to(acc.device)
+                mask = torch.from_numpy(mask_all[part]).to(acc.device)
+                with acc.autocast():
+                    logits = model(input_ids=ids, attention_mask=mask).logits.float()
+                pred_mask = (mask[:, 1:] * mask[:, :-1]).float()
+                nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
+                clm = (nll * pred_mask).sum() / total_tokens
+                loss = settings.lam * clm
+                if settings.lam < 1.0:
+                    from fusebench.fuse.loss import fusion_loss
 
-                t_ids, t_lp = _batch_targets(targets, batch[part], ids.shape[1], acc.device)
-                fus = fusion_loss(logits[:, :-1], t_ids[:, :-1], t_lp[:, :-1], pred_mask,
-                                  settings.temperature, reduction="sum") / total_tokens
-                loss = loss + (1 - settings.lam) * fus
-                stats["fusion"] += fus.item() * world
-            stats["clm"] += clm.item() * world
-            if not torch.isfinite(loss):
-                raise FusebenchError(
-                    f"{desc}: the loss became {float(loss)} at step {step} (batch of sequences "
-                    f"{batch[part].tolist()}). The last checkpoint in {resume_dir} is kept. Lower train.lr, check "
-                    "the teachers' stores, or turn off bf16, then run again.")
-            acc.backward(loss * world)  # DDP averages gradients over processes; undo that for a global-mean loss
+                    t_ids, t_lp = _batch_targets(targets, batch[part], ids.shape[1], acc.device)
+                    fus = fusion_loss(logits[:, :-1], t_ids[:, :-1], t_lp[:, :-1], pred_mask,
+                                      settings.temperature, reduction="sum") / total_tokens
+                    loss = loss + (1 - settings.lam) * fus
+                    stats["fusion"] += fus.item() * world
+                stats["clm"] += clm.item() * world
+                if not torch.isfinite(loss):
+                    raise FusebenchError(
+                        f"{desc}: the loss became {float(loss)} at step {step} (batch of sequences "
+                        f"{batch[part].tolist()}). The last checkpoint in {resume_dir} is kept. Lower train.lr, "
+                        "check the teachers' stores, or turn off bf16, then run again.")
+                # DDP averages gradients over processes and accelerate divides by grad_accum: undo both, since the
+                # loss is already a mean over the global batch's tokens
+                acc.backward(loss * world * settings.grad_accum)
         grad_norm = acc.clip_grad_norm_(model.parameters(), settings.clip)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         stats = {k: acc.reduce(torch.tensor(v, device=acc.device), "mean").item() for k, v in stats.items()}
         row = {"step": step, "loss": settings.lam * stats["clm"] + (1 - settings.lam) * stats["fusion"],
-               **stats, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm)}
+               **stats, "lr": scheduler.get_last_lr()[0],
+               "grad_norm": None if grad_norm is None else float(grad_norm)}  # DeepSpeed may not report it
         history.append(row)
         bar.set_postfix(loss=f"{row['loss']:.3f}")
         if (step + 1) % settings.checkpoint_every == 0 and step + 1 < settings.steps:

@@ -1,0 +1,60 @@
+"""`fusebench align`: tokenize one text with two tokenizers, align them and print the path and its cost."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from fusebench.align.registry import get_aligner
+from fusebench.align.tokens import Alignment, Tokenization, tokenize_for_alignment
+from fusebench.errors import FusebenchError
+
+
+def main(args: argparse.Namespace) -> int:
+    aligner = get_aligner(args.aligner)  # fail on a bad name before loading anything
+    text = _read_text(args)
+    source = tokenize_for_alignment(resolve_tokenizer(args.source), text)
+    target = tokenize_for_alignment(resolve_tokenizer(args.target), text)
+    alignment = aligner(source, target)
+    if args.json:
+        print(json.dumps({"source_tokens": source.tokens, "target_tokens": target.tokens,
+                          "pairs": alignment.pairs.tolist(), "cost": alignment.cost}, ensure_ascii=False))
+    else:
+        print(format_alignment(source, target, alignment))
+    return 0
+
+
+def resolve_tokenizer(spec: str):
+    """A local directory or hub id; a bundled llama.cpp vocabulary name (`llama-spm`, `mpt`, ...) when no
+    directory of that name exists."""
+    from fusebench.models.real_tokenizers import ALIASES, REAL_TOKENIZERS, load_real_tokenizer
+    from fusebench.models.tokenizers import load_tokenizer
+
+    if not Path(spec).exists() and (spec in REAL_TOKENIZERS or spec in ALIASES):
+        return load_real_tokenizer(spec)
+    return load_tokenizer(spec)
+
+
+def format_alignment(source: Tokenization, target: Tokenization, alignment: Alignment) -> str:
+    lines = [f"source ({len(source)} tokens): {' '.join(map(repr, source.tokens))}",
+             f"target ({len(target)} tokens): {' '.join(map(repr, target.tokens))}",
+             "", f"{'src':>5} {'tgt':>5}  {'source token':<20} {'target token':<20}"]
+    for i, j in alignment.pairs.tolist():
+        lines.append(f"{i:>5} {j:>5}  {source.tokens[i]!r:<20} {target.tokens[j]!r:<20}")
+    lines += ["", f"path length {len(alignment.pairs)}, total cost {alignment.cost:g}"]
+    return "\n".join(lines)
+
+
+def _read_text(args: argparse.Namespace) -> str:
+    if args.text is not None:
+        text = args.text
+    else:
+        try:
+            text = Path(args.file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise FusebenchError(f"cannot read the text to align from {args.file}: {err}. Give a readable UTF-8 "
+                                 "file with --file, or the text itself with --text.") from None
+    if not text:
+        raise FusebenchError("the text to align is empty: give some text with --text or a non-empty --file.")
+    return text

@@ -1,0 +1,32 @@
+"""Name -> implementation registries for aligners and vocab maps: adding a method is adding an entry."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from fusebench.align.dtw import dtw
+from fusebench.align.offsets import align_by_offsets
+from fusebench.align.tokens import Alignment, Tokenization
+from fusebench.align.vocab_map import VocabMap, build_em_map, build_mined_map
+from fusebench.errors import FusebenchError
+
+Aligner = Callable[[Tokenization, Tokenization], Alignment]
+VocabMapBuilder = Callable[..., VocabMap]
+
+ALIGNERS: dict[str, Aligner] = {"dtw": dtw, "offsets": align_by_offsets}
+VOCAB_MAPS: dict[str, VocabMapBuilder] = {"em": build_em_map, "mined": build_mined_map}
+
+
+def get_aligner(name: str) -> Aligner:
+    return _lookup(ALIGNERS, name, "aligner")
+
+
+def build_vocab_map(kind: str, source_tokenizer, target_tokenizer, cache: bool = True) -> VocabMap:
+    """The `kind` vocab map (`em` or `mined`) from `source_tokenizer`'s ids to `target_tokenizer`'s."""
+    return _lookup(VOCAB_MAPS, kind, "vocab map")(source_tokenizer, target_tokenizer, cache=cache)
+
+
+def _lookup(registry: dict, name: str, what: str):
+    if name not in registry:
+        raise FusebenchError(f"unknown {what} {name!r}; valid names are: {', '.join(sorted(registry))}.")
+    return registry[name]

@@ -1,0 +1,117 @@
+"""`evaluate_model`: score one model on named suites and store lm-eval's results plus a manifest per suite.
+
+Layout of what is written (the report layer reads exactly these):
+    <results_dir>/<run_id>/<model_name>/<suite>.json           lm-eval's results dict, JSON-safe
+    <results_dir>/<run_id>/<model_name>/<suite>.manifest.json  provenance + the tidy score list
+Caches (rendered task YAMLs, converted data, lm-eval's request cache) live under the workdir.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fusebench.errors import FusebenchError
+from fusebench.evaluate.manifest import Score, build_manifest, weights_sha256, write_json
+from fusebench.evaluate.runner import build_lm, run_plan
+from fusebench.evaluate.suites import SUITES, SuiteContext, parse_suites, plan_suite
+
+
+@dataclass
+class SuiteResult:
+    suite: str
+    results_path: Path
+    manifest_path: Path
+    scores: list[Score]
+
+
+@dataclass
+class EvalResult:
+    """Where each suite's files went, and every score (task, metric, value, stderr) in one list."""
+
+    model_name: str
+    run_id: str
+    suites: list[SuiteResult] = field(default_factory=list)
+
+    @property
+    def scores(self) -> list[Score]:
+        return [s for r in self.suites for s in r.scores]
+
+    def score(self, task: str, metric: str) -> Score:
+        for s in self.scores:
+            if s.task == task and s.metric == metric:
+                return s
+        raise KeyError(f"no score {task}/{metric}")
+
+
+def default_model_name(model: str | Path) -> str:
+    path = Path(model)
+    name = path.resolve().name if path.exists() else str(model).replace("/", "__")
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def tidy_scores(results: dict, plan, suite: str) -> list[Score]:
+    """Flatten lm-eval's {"task": {"metric,filter": v, "metric_stderr,filter": se}} into Scores, plus the suite's
+    unweighted mean of its primary metric over tasks (task = suite name), as the paper averages its task scores."""
+    scores, primaries = [], []
+    primary_of = SUITES[suite].primary_metric
+    for benchmark, task in plan.tasks.items():
+        res = results["results"].get(task, {})
+        for key, value in res.items():
+            metric, _, filt = key.partition(",")
+            if metric in ("alias", "sample_len") or metric.endswith("_stderr") or not isinstance(value, (int, float)):
+                continue
+            stderr = res.get(f"{metric}_stderr,{filt}")
+            stderr = float(stderr) if isinstance(stderr, (int, float)) else None
+            scores.append(Score(benchmark, metric, float(value), stderr))
+            if metric == primary_of(benchmark):
+                primaries.append(scores[-1])
+    if len(primaries) > 1:
+        ses = [s.stderr for s in primaries]
+        se = math.sqrt(sum(x * x for x in ses)) / len(ses) if all(x is not None for x in ses) else None
+        scores.append(Score(suite, f"mean_{primaries[0].metric}" if len({p.metric for p in primaries}) == 1
+                            else "mean_primary", sum(p.value for p in primaries) / len(primaries), se))
+    return scores
+
+
+def evaluate_model(model: str | Path, suites: list[str] | str, *, name: str | None = None, limit: int | None = None,
+                   workdir: str | Path | None = None, results_dir: str | Path = "results", run_id: str | None = None,
+                   corpora: dict[str, Path] | None = None, batch_size: int = 8, device: str | None = None,
+                   seed: int = 1234, online: bool = False, backend: str = "hf", dtype=None,
+                   max_length: int | None = None, trust_remote_code: bool = False) -> EvalResult:
+    """Evaluate `model` (a model directory or hub id) on `suites` ("commonsense", "bbh:navigate", ...).
+
+    Offline (default) every suite reads packaged data; `online=True` uses lm-eval's hub tasks. `corpora` maps a
+    name to a directory holding test.jsonl, for the perplexity suite. `limit` caps documents per task.
+    """
+    wanted = parse_suites(suites)  # validate names before loading anything heavy
+    workdir = Path(workdir or "runs/eval")
+    model_name = name or default_model_name(model)
+    run_id = run_id or "adhoc"
+    ctx = SuiteContext(workdir, online, {k: Path(v) for k, v in (corpora or {}).items()})
+    plans = {suite: plan_suite(suite, ctx, only) for suite, only in wanted.items()}
+
+    weights_hash = weights_sha256(model)
+    handle = build_lm(model, backend=backend, batch_size=batch_size, device=device, dtype=dtype,
+                      max_length=max_length, trust_remote_code=trust_remote_code)
+    cache_key = f"{model_name}-{(weights_hash or 'hub')[:16]}-{handle.backend}-{handle.dtype}"
+    out = EvalResult(model_name, run_id)
+    for suite, plan in plans.items():
+        print(f"[fusebench eval] {model_name}: suite {suite}", file=sys.stderr, flush=True)
+        results = run_plan(handle, plan, limit=limit, seed=seed,
+                           cache_path=workdir / "lm_cache" / cache_key / suite)
+        scores = tidy_scores(results, plan, suite)
+        if not scores:
+            raise FusebenchError(f"lm-eval returned no scores for suite {suite!r} (tasks "
+                                 f"{', '.join(plan.tasks.values())}); check the task YAMLs in {workdir / 'tasks'}.")
+        target = Path(results_dir) / run_id / model_name
+        results_path = write_json(results, target / f"{suite}.json")
+        manifest = build_manifest(suite=suite, model=model, model_name=model_name, weights_hash=weights_hash,
+                                  run_id=run_id, plan=plan, results=results, scores=scores, handle=handle,
+                                  limit=limit, seed=seed, online=online)
+        manifest_path = write_json(manifest, target / f"{suite}.manifest.json")
+        out.suites.append(SuiteResult(suite, results_path, manifest_path, scores))
+    return out

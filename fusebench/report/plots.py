@@ -1,0 +1,192 @@
+"""Figures (PNG and SVG) drawn from the same Table objects the text tables come from.
+
+matplotlib is imported inside the functions, with the Agg backend, so `fusebench report` starts fast and never
+needs a display.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import textwrap
+from pathlib import Path
+
+from fusebench.report.tables import Table
+
+_COLORS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974",
+           "#64b5cd"]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": 9, "axes.spines.top": False, "axes.spines.right": False,
+                         "svg.hashsalt": "fusebench",
+                         "svg.fonttype": "none"})   # text stays text in SVG: smaller, searchable, faster to write   # stable SVG ids, so unchanged figures diff as unchanged
+    return plt
+
+
+def _paths(stem: Path) -> list[Path]:
+    return [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+
+
+def _fresh(stem: Path, *content) -> bool:
+    """True when the figure at `stem` was drawn from exactly this content: drawing dominates the report's run
+    time, so an unchanged figure is not drawn again. The key sits beside the figure as `<stem>.key`."""
+    key = hashlib.sha256(repr((_VERSION, content)).encode()).hexdigest()
+    key_file = stem.with_suffix(".key")
+    if key_file.exists() and key_file.read_text() == key and all(p.exists() for p in _paths(stem)):
+        return True
+    key_file.unlink(missing_ok=True)
+    _pending_keys[stem] = key
+    return False
+
+
+_VERSION = 2            # bump when the drawing code changes, so cached figures are redrawn
+_pending_keys: dict[Path, str] = {}
+
+
+def _table_content(table: Table) -> tuple:
+    return (table.title, table.rows, table.columns, table.higher_is_better, table.decimals,
+            sorted((k, c.value, c.change) for k, c in table.cells.items()))
+
+
+def _save(fig, stem: Path) -> list[Path]:
+    paths = _paths(stem)
+    fig.savefig(paths[0], dpi=130)
+    fig.savefig(paths[1], metadata={"Date": None})
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    if stem in _pending_keys:
+        stem.with_suffix(".key").write_text(_pending_keys.pop(stem))
+    return paths
+
+
+def _title(text: str, width: int) -> str:
+    return "\n".join(textwrap.wrap(text, width))
+
+
+def _unit_label(table: Table) -> str:
+    direction = "higher is better" if table.higher_is_better else "lower is better"
+    unit = "%" if table.decimals == 2 and table.higher_is_better else ""
+    return f"score{' (' + unit + ')' if unit else ''}, {direction}"
+
+
+def grouped_bars(table: Table, stem: Path, groups_are_rows: bool, ylabel: str | None = None) -> list[Path]:
+    """A group of bars per benchmark/task, one bar per model."""
+    if _fresh(stem, "grouped", _table_content(table), groups_are_rows, ylabel):
+        return _paths(stem)
+    plt = _pyplot()
+    groups = table.rows if groups_are_rows else table.columns
+    series = table.columns if groups_are_rows else table.rows
+    width = 0.8 / max(len(series), 1)
+    fig_width = min(16.0, max(6.5, 0.18 * len(groups) * len(series) + 2))
+    rotate = len(groups) * max(map(len, groups)) > fig_width * 13    # labels would touch: slant them
+    fig, ax = plt.subplots(figsize=(fig_width, 4.6), layout="constrained")
+    values_seen = []
+    for i, name in enumerate(series):
+        xs, ys = [], []
+        for g, group in enumerate(groups):
+            cell = table.cell(group, name) if groups_are_rows else table.cell(name, group)
+            if cell.value is not None:
+                xs.append(g + (i - (len(series) - 1) / 2) * width)
+                ys.append(cell.value)
+        values_seen += ys
+        ax.bar(xs, ys, width, label=name, color=_COLORS[i % len(_COLORS)])
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels(groups, rotation=35 if rotate else 0, ha="right" if rotate else "center")
+    ax.set_ylabel(ylabel or _unit_label(table))
+    if values_seen and not table.higher_is_better:
+        # lower-is-better scores differ by a few percent: start the axis near them so the differences show
+        low, high = min(values_seen), max(values_seen)
+        span = high - low + 1e-9
+        ax.set_ylim(max(0.0, low - 0.25 * span), high + 0.1 * span)
+    ax.set_title(_title(table.title, int(fig_width * 10)), fontsize=10, loc="left")
+    fig.legend(*ax.get_legend_handles_labels(), ncol=min(len(series), 5), fontsize=8, frameon=False,
+               loc="outside lower center")
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    return _save(fig, stem)
+
+
+def change_bars(table: Table, stem: Path) -> list[Path] | None:
+    """Per task, each derived model's relative change against the target (horizontal bars, 0 = the target).
+    A change off a near-zero target (0.8 -> 4.8 is +500%) would flatten every other bar, so the axis covers the
+    bulk of the changes and longer bars are cut at the edge with their value written beside them."""
+    models = [c for c in table.columns if any(table.cell(r, c).change is not None for r in table.rows)]
+    if not models:
+        return None
+    if _fresh(stem, "change", _table_content(table)):
+        return _paths(stem)
+    plt = _pyplot()
+    rows = list(reversed(table.rows))    # first task at the top
+    changes = sorted(abs(table.cell(r, m).change) for r in rows for m in models
+                     if table.cell(r, m).change is not None)
+    limit = max(5.0, 1.25 * changes[int(0.9 * (len(changes) - 1))])
+    height = 0.8 / len(models)
+    fig, ax = plt.subplots(figsize=(7.5, 1.4 + 0.22 * len(rows) * max(1.0, len(models) * 0.75)),
+                           layout="constrained")
+    for i, model in enumerate(models):
+        ys, xs = [], []
+        for y, row in enumerate(rows):
+            change = table.cell(row, model).change
+            if change is None:
+                continue
+            ys.append(y + ((len(models) - 1) / 2 - i) * height)    # first model on top, as in the legend
+            xs.append(max(-limit, min(limit, change)))
+            if abs(change) > limit:
+                ax.text(xs[-1], ys[-1], f" {change:+.0f}% " if change > 0 else f" {change:+.0f}% ",
+                        va="center", ha="right" if change > 0 else "left", fontsize=7, color="white",
+                        fontweight="bold")
+        ax.barh(ys, xs, height, label=model, color=_COLORS[(i + 3) % len(_COLORS)])
+    ax.set_xlim(-limit * 1.05, limit * 1.05)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(rows)
+    ax.set_ylim(-0.6, len(rows) - 0.4)
+    better = "right" if table.higher_is_better else "left"
+    ax.set_xlabel(f"relative change against the target (%); better is to the {better}")
+    ax.set_title(_title(f"{table.title}: change against the target", 62), fontsize=10, loc="left")
+    ax.legend(fontsize=8, frameon=True, loc="best")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_axisbelow(True)
+    return _save(fig, stem)
+
+
+def leaderboard_bars(board, stem: Path) -> list[Path]:
+    """One panel per benchmark: a bar per model, best (by mean rank) at the top; each panel says which way is
+    better."""
+    if _fresh(stem, "leaderboard", board.frame.to_csv()):
+        return _paths(stem)
+    plt = _pyplot()
+    benchmarks = list(board.benchmarks)
+    models = list(board.frame["model"])
+    fig, axes = plt.subplots(1, len(benchmarks), figsize=(3.0 * len(benchmarks) + 1.8, 1.3 + 0.3 * len(models)),
+                             squeeze=False, layout="constrained")
+    ys = list(range(len(models)))[::-1]
+    for k, (ax, bench) in enumerate(zip(axes[0], benchmarks)):
+        up = board.higher_is_better[bench]
+        values = board.frame[bench]
+        finite = values.dropna()
+        ax.barh(ys, values.fillna(0).tolist(), color=[_COLORS[i % len(_COLORS)] for i in range(len(models))])
+        if len(finite) and not up:
+            low, high = finite.min(), finite.max()
+            span = high - low + 1e-9
+            ax.set_xlim(max(0.0, low - 0.5 * span), high + 0.6 * span)
+        elif len(finite):
+            ax.set_xlim(0, finite.max() * 1.3 if finite.max() > 0 else 1)
+        for y, v in zip(ys, values):
+            missing = v != v   # NaN: the model was not evaluated on this suite
+            ax.text(ax.get_xlim()[0] if missing else v, y,
+                    " not evaluated" if missing else f" {v:.{board.decimals[bench]}f}", va="center", fontsize=7,
+                    color="gray" if missing else "black")
+        ax.set_yticks(ys)
+        ax.set_yticklabels(models if k == 0 else [])
+        ax.set_title(_title(f"{bench}: {board.metrics[bench]}", 34) + f"\n({'higher' if up else 'lower'} is better)",
+                     fontsize=9)
+        ax.tick_params(axis="x", labelsize=7)
+    fig.suptitle("Leaderboard: rows in rank order (mean rank over benchmarks), best at the top", fontsize=10)
+    return _save(fig, stem)

@@ -1,0 +1,327 @@
+"""Tables built from the tidy results frame: the paper's tables, one table per reproduced run and suite, and
+reported-vs-reproduced comparisons. Rendering (Markdown, LaTeX, HTML, CSV) is render.py's job.
+
+Conventions, as in the paper: relative changes are (model − target) / target in percent, shown for models derived
+from the target (baselines and fused models; not for the target, its sources/experts or a larger reference model);
+an average's change is computed from the averages; the best value of each task or benchmark is bold.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from fusebench.report.reported import AVERAGE, TableSpec
+
+NO_CHANGE_ROLES = {"target", "source", "expert", "teacher", "base", "reference"}
+ROLE_ORDER = ["source", "expert", "teacher", "reference", "target", "base", "baseline", "fused"]
+# the metric a task is shown with: the first it has (BoolQ has no acc_norm, so it falls back to acc, as in the paper)
+METRIC_PREFERENCE = ["pass@1", "exact_match", "acc_norm", "acc", "f1", "bleu", "bits_per_byte", "byte_perplexity",
+                     "word_perplexity"]
+FILTER_PREFERENCE = ["none", "get-answer", "strict-match", "flexible-extract"]
+METRIC_LABELS = {"bits_per_byte": "bits per byte", "acc_norm": "accuracy (length-normalised, %)",
+                 "acc": "accuracy (%)", "exact_match": "exact match (%)", "pass@1": "pass@1 (%)",
+                 "byte_perplexity": "byte perplexity", "word_perplexity": "word perplexity", "f1": "F1 (%)"}
+
+
+@dataclass
+class Cell:
+    value: float | None
+    stderr: float | None = None
+    change: float | None = None        # relative change against the target, in percent
+    bold: bool = False
+    printed: str | None = None         # the paper's own digits, shown verbatim
+    signed: bool = False               # a difference: always show its sign
+    run_id: str = ""
+    source_file: str = ""
+
+
+@dataclass
+class Table:
+    id: str
+    title: str
+    caption: str
+    row_header: str
+    rows: list[str]
+    columns: list[str]
+    cells: dict[tuple[str, str], Cell]
+    decimals: int = 2
+    higher_is_better: bool = True
+    kind: str = "paper"                # paper | run | comparison
+    runs: list[str] = field(default_factory=list)
+
+    def cell(self, row: str, column: str) -> Cell:
+        return self.cells.get((row, column)) or Cell(None)
+
+
+def _finite(x) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def relative_change(value: float | None, target: float | None) -> float | None:
+    if value is None or target is None or target == 0:
+        return None
+    return (value - target) / abs(target) * 100.0
+
+
+def _mark_best(table: Table, by: str, exclude: set[str] = frozenset()) -> None:
+    """Bold the best value of every row (by='row') or column (by='column'); ties are all bold."""
+    lines = table.rows if by == "row" else table.columns
+    others = table.columns if by == "row" else table.rows
+    for line in lines:
+        keys = [(line, o) if by == "row" else (o, line) for o in others if o not in exclude]
+        values = [(k, table.cells[k].value) for k in keys if k in table.cells and table.cells[k].value is not None]
+        if len(values) < 2:
+            continue
+        best = (max if table.higher_is_better else min)(v for _, v in values)
+        for k, v in values:
+            table.cells[k].bold = abs(v - best) < 1e-9
+
+
+def _rows_of(frame: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
+    return frame[(frame["provenance"] == "reported") & (frame["table"] == spec.id)]
+
+
+def paper_table(frame: pd.DataFrame, spec: TableSpec) -> Table:
+    """One of the paper's tables from the reported rows, laid out as the paper lays it out."""
+    rows = _rows_of(frame, spec)
+    row_labels = list(dict.fromkeys(rows["row_label"]))
+    col_labels = list(dict.fromkeys(rows["col_label"]))
+    cells = {(r.row_label, r.col_label): Cell(r.value, _finite(r.stderr), printed=r.printed, run_id=r.run_id,
+                                              source_file=r.source_file) for r in rows.itertuples()}
+    role = dict(zip(rows["model"], rows["role"]))
+    by_model_column = spec.layout == "tasks_by_model"
+
+    def reference(label: str) -> float | None:   # the target's value on this task / benchmark
+        if spec.reference:
+            ref = frame[(frame["table"] == spec.reference.table) & (frame["model"] == spec.reference.model)
+                        & (frame["col_label"] == label)]
+            return float(ref["value"].iloc[0]) if len(ref) else None
+        key = (label, spec.target) if by_model_column else (spec.target, label)
+        return cells[key].value if key in cells else None
+
+    for (r, c), cell in cells.items():
+        model, label = (c, r) if by_model_column else (r, c)
+        if role.get(model) not in NO_CHANGE_ROLES:
+            cell.change = relative_change(cell.value, reference(label))
+    table = Table(spec.id, f"{spec.paper_table}: {spec.title}", _paper_caption(spec), "Task" if by_model_column
+                  else "Model", row_labels, col_labels, cells, spec.decimals, spec.higher_is_better, "paper",
+                  ["reported"])
+    references = {m for m, r in role.items() if r == "reference"}
+    _mark_best(table, "row" if by_model_column else "column", exclude=references)
+    return table
+
+
+def _paper_caption(spec: TableSpec) -> str:
+    if spec.reference:
+        against = f"{spec.reference.model} (row of {spec.reference.table})"
+    else:
+        against = spec.target or "the target"
+    direction = "higher is better" if spec.higher_is_better else "lower is better"
+    note = " The reference model is not bolded (shown for scale)." if "reference" in spec.roles.values() else ""
+    return (f"Reported in the paper ({spec.paper_table}). In parentheses: relative change against {against}; "
+            f"bold: best per {'task' if spec.layout == 'tasks_by_model' else 'benchmark'} ({direction}).{note}")
+
+
+# --- reproduced runs ------------------------------------------------------------------------------------------
+
+def primary_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per (run, model, suite, task) the one metric a table shows: first of METRIC_PREFERENCE, then filter order."""
+    rows = frame[(frame["provenance"] == "reproduced") & ~frame["is_average"].astype(bool)].copy()
+    if rows.empty:
+        return rows
+    rank = {m: i for i, m in enumerate(METRIC_PREFERENCE)}
+    frank = {f: i for i, f in enumerate(FILTER_PREFERENCE)}
+    rows["_m"] = rows["metric"].map(lambda m: rank.get(m, len(rank)))
+    rows["_f"] = rows["filter"].map(lambda f: frank.get(f, len(frank)))
+    rows = rows.sort_values(["_m", "_f", "metric", "filter"])
+    chosen = rows.groupby(["run_id", "model", "suite", "task"], sort=False).head(1)
+    return chosen.drop(columns=["_m", "_f"])
+
+
+def _ordered_models(rows: pd.DataFrame) -> list[str]:
+    roles = dict(zip(rows["model"], rows["role"]))
+    order = {r: i for i, r in enumerate(ROLE_ORDER)}
+    return sorted(roles, key=lambda m: (order.get(roles[m], len(order)), m))
+
+
+def run_target(roles: dict[str, str | None]) -> str | None:
+    for wanted in ("target", "base"):
+        named = [m for m, r in roles.items() if r == wanted]
+        if len(named) == 1:
+            return named[0]
+    return None
+
+
+def _short_labels(tasks: list[str]) -> tuple[dict[str, str], str]:
+    """Drop what every task name shares (`bbh_cot_fewshot_*_offline`), cut at word boundaries; returns the labels
+    and the pattern they were cut from."""
+    if len(tasks) < 2:
+        return {t: t for t in tasks}, ""
+    prefix = os.path.commonprefix(tasks)
+    prefix = prefix[: max(prefix.rfind("_"), prefix.rfind("-")) + 1]
+    suffix = os.path.commonprefix([t[len(prefix):][::-1] for t in tasks])[::-1]
+    suffix = suffix[min((i for i in (suffix.find("_"), suffix.find("-")) if i >= 0), default=len(suffix)):]
+    labels = {t: t[len(prefix):len(t) - len(suffix)] or t for t in tasks}
+    return labels, f"{prefix}*{suffix}" if prefix or suffix else ""
+
+
+def run_table(primary: pd.DataFrame, run_id: str, suite: str) -> Table:
+    """A reproduced suite: a row per task, a column per model, relative change against the run's target."""
+    rows = primary[(primary["run_id"] == run_id) & (primary["suite"] == suite)]
+    models = _ordered_models(rows)
+    tasks = sorted(rows["task"].unique())
+    labels, pattern = _short_labels(tasks)
+    roles = dict(zip(rows["model"], rows["role"]))
+    target = run_target(roles)
+    up = bool(rows["higher_is_better"].iloc[0])
+    metrics = sorted(rows["metric"].unique())
+    # a perplexity-type suite scores text domains rather than tasks
+    unit = "domain" if set(metrics) <= {"bits_per_byte", "byte_perplexity", "word_perplexity"} else "task"
+    cells: dict[tuple[str, str], Cell] = {}
+    for r in rows.itertuples():
+        cells[(labels[r.task], r.model)] = Cell(r.value, _finite(r.stderr), run_id=r.run_id,
+                                                source_file=r.source_file)
+    row_labels = [labels[t] for t in tasks]
+    complete = [t for t in row_labels if all((t, m) in cells for m in models)]
+    if len(complete) > 1:    # the mean over the tasks every model has, like the paper's "Avg." rows
+        avg_label = f"Avg. {len(complete)} {unit}s"
+        for m in models:
+            cells[(avg_label, m)] = Cell(sum(cells[(t, m)].value for t in complete) / len(complete),
+                                         run_id=run_id, source_file="(mean of the rows above)")
+        row_labels.append(avg_label)
+    for (task, model), cell in cells.items():
+        if target and roles.get(model) not in NO_CHANGE_ROLES:
+            cell.change = relative_change(cell.value, cells.get((task, target), Cell(None)).value)
+    metric_text = " / ".join(METRIC_LABELS.get(m, m) for m in metrics)
+    is_percent = (rows["unit"] == "%").all()
+    caption = (f"Reproduced run `{run_id}`, suite `{suite}`" + (f" (tasks `{pattern}`)" if pattern else "")
+               + f": {metric_text}, {'higher' if up else 'lower'} is better. "
+               + (f"In parentheses: relative change against the run's target `{target}`. " if target else
+                  "No target model in this run, so no relative changes. ")
+               + f"Bold: best per {unit}.")
+    table = Table(f"run_{_slug(run_id)}_{_slug(suite)}", f"Run {run_id}: {metric_text} per {unit} ({suite})",
+                  caption, unit.capitalize(), row_labels, models, cells, 2 if is_percent else 4, up, "run", [run_id])
+    _mark_best(table, "row")
+    return table
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()
+
+
+def run_tables(frame: pd.DataFrame) -> list[Table]:
+    primary = primary_rows(frame)
+    if primary.empty:
+        return []
+    pairs = primary[["run_id", "suite"]].drop_duplicates().sort_values(["run_id", "suite"])
+    return [run_table(primary, run_id, suite) for run_id, suite in pairs.itertuples(index=False)]
+
+
+# --- reported vs reproduced -----------------------------------------------------------------------------------
+
+def _norm(text: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", str(text).lower())
+
+
+def task_matches(reproduced_task: str, key: str) -> bool:
+    """`bbh_cot_fewshot_logical_deduction_three_objects` matches key `logical_deduction_three_objects`: the key's
+    words appear as consecutive words of the task name (so the language `r` never matches `ruby`)."""
+    words, want = re.split(r"[_\-.\s]+", reproduced_task.lower()), key.lower().split("_")
+    return any(words[i:i + len(want)] == want for i in range(len(words) - len(want) + 1))
+
+
+def match_models(paper: dict[str, str | None], run: dict[str, str | None]) -> dict[str, str]:
+    """paper model -> reproduced model: same name (ignoring case and punctuation), else the only model of the same
+    role on both sides (target, fused), else a shared name stem within a role (`mpt` in `tiny-src-mpt`)."""
+    matched: dict[str, str] = {}
+    for p in paper:
+        same = [m for m in run if _norm(m) == _norm(p)]
+        if same:
+            matched[p] = same[0]
+    for p, role in paper.items():
+        if p in matched or role is None:
+            continue
+        mine = [m for m, r in run.items() if r == role and m not in matched.values()]
+        theirs = [q for q, r in paper.items() if r == role]
+        if len(mine) == 1 and len(theirs) == 1:
+            matched[p] = mine[0]
+            continue
+        stem = re.sub(r"\d+b$", "", _norm(p))
+        hits = [m for m in mine if stem and stem in _norm(m)]
+        if len(hits) == 1:
+            matched[p] = hits[0]
+    return matched
+
+
+def _covers(reproduced_tasks, paper_tasks) -> bool:
+    return all(any(task_matches(t, key) for t in reproduced_tasks) for key in paper_tasks)
+
+
+def comparison_table(frame: pd.DataFrame, primary: pd.DataFrame, spec: TableSpec, run_id: str) -> Table | None:
+    """The paper's table beside the same cells of a reproduced run, with the difference (ours − paper)."""
+    reported = _rows_of(frame, spec)
+    ours = primary[primary["run_id"] == run_id]
+    if reported.empty or ours.empty:
+        return None
+    models = match_models(dict(zip(reported["model"], reported["role"])), dict(zip(ours["model"], ours["role"])))
+    suites = {_norm(s): s for s in ours["suite"].unique()}
+    known = frame[(frame["provenance"] == "reported") & ~frame["is_average"].astype(bool)]
+    paper_tasks = known.groupby("suite")["task"].unique().to_dict()
+    found: dict[tuple[str, str], Cell] = {}
+    for r in reported.itertuples():
+        model, suite = models.get(r.model), suites.get(_norm(r.suite))
+        if model is None or (suite is None and r.task == AVERAGE):
+            continue
+        mine = ours[ours["model"] == model]
+        if suite is not None:
+            mine = mine[mine["suite"] == suite]
+        if r.task != AVERAGE:   # without the table's suite (LAMBADA is a suite of its own) search every suite
+            mine = mine[mine["task"].map(lambda t: task_matches(t, r.task))]
+        elif not _covers(mine["task"], paper_tasks.get(r.suite, ())):
+            continue            # an average over fewer tasks than the paper's is not the paper's average
+        if mine.empty:
+            continue
+        stderr = _finite(mine["stderr"].iloc[0]) if len(mine) == 1 else None
+        found[(r.row_label, r.col_label)] = Cell(float(mine["value"].mean()), stderr, run_id=run_id,
+                                                 source_file=";".join(sorted(set(mine["source_file"]))))
+    if not found:
+        return None
+    paper = paper_table(frame, spec)
+    rows = [r for r in paper.rows if any((r, c) in found for c in paper.columns)]
+    cols = [c for c in paper.columns if any((r, c) in found for r in paper.rows)]
+    columns, cells = [], {}
+    for c in cols:
+        columns += [f"{c} paper", f"{c} ours", f"{c} Δ"]
+        for r in rows:
+            theirs, mine = paper.cell(r, c), found.get((r, c))
+            cells[(r, f"{c} paper")] = Cell(theirs.value, printed=theirs.printed, run_id="reported",
+                                            source_file=theirs.source_file)
+            if mine is not None:
+                cells[(r, f"{c} ours")] = mine
+                if theirs.value is not None:
+                    cells[(r, f"{c} Δ")] = Cell(mine.value - theirs.value, signed=True, run_id=run_id,
+                                                source_file="(ours − paper)")
+    pairs = ", ".join(f"{p} ↔ {m}" for p, m in models.items())
+    caption = (f"Reported ({spec.paper_table}) beside reproduced run `{run_id}` (models matched: {pairs}). "
+               "Δ = ours − paper, in the table's units.")
+    return Table(f"{spec.id}_vs_{_slug(run_id)}", f"{spec.paper_table} reported vs run {run_id}", caption,
+                 paper.row_header, rows, columns, cells, spec.decimals, spec.higher_is_better, "comparison",
+                 ["reported", run_id])
+
+
+def comparison_tables(frame: pd.DataFrame, specs: list[TableSpec]) -> list[Table]:
+    primary = primary_rows(frame)
+    if primary.empty:
+        return []
+    tables = []
+    for run_id in sorted(primary["run_id"].unique()):
+        for spec in specs:
+            table = comparison_table(frame, primary, spec, run_id)
+            if table is not None:
+                tables.append(table)
+    return tables

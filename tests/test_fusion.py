@@ -1,0 +1,84 @@
+"""Fusion functions on hand-computed numbers: MinCE, AvgCE (the reference's softmax(exp(-CE)) weights), per byte."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from fusebench.align.transfer import transfer_distributions
+from fusebench.errors import FusebenchError
+from fusebench.extract.store import SequenceDistributions
+from fusebench.fuse import DEFAULT_FUSION, FUSION_FUNCTIONS, Candidate, fuse, get_fusion_function
+
+
+def _cand(ids, probs, ce, n=None) -> Candidate:
+    with np.errstate(divide="ignore"):  # log(0) = -inf marks an empty slot
+        return Candidate(np.array(ids), np.log(np.array(probs, dtype=np.float64)).astype(np.float32), ce, n)
+
+
+def test_mince_picks_the_lowest_ce_candidate_for_the_whole_sequence():
+    cands = [_cand([[1, 2]], [[0.5, 0.5]], 2.0), _cand([[3, 4]], [[0.9, 0.1]], 1.5), _cand([[5, 6]], [[0.6, 0.4]], 1.7)]
+    out = fuse("mince", cands)
+    np.testing.assert_array_equal(out.ids, [[3, 4]])
+    np.testing.assert_allclose(np.exp(out.logprobs), [[0.9, 0.1]], rtol=1e-6)
+    np.testing.assert_array_equal(out.weights, [0, 1, 0])
+
+
+def test_mince_ties_go_to_the_lowest_index_target_first():
+    cands = [_cand([[1]], [[1.0]], 1.25), _cand([[2]], [[1.0]], 1.25), _cand([[3]], [[1.0]], 1.25)]
+    assert fuse("mince", cands).ids[0, 0] == 1
+    assert fuse("mince", cands[1:]).ids[0, 0] == 2
+
+
+def test_avgce_averages_renormalised_distributions_with_softmax_of_exp_minus_ce():
+    # candidate 0 holds 0.3 / 0.1 of its mass in the top-2 -> renormalised 0.75 / 0.25
+    cands = [_cand([[1, 2]], [[0.3, 0.1]], 1.0), _cand([[2, 3]], [[0.5, 0.5]], 2.0)]
+    w0 = math.exp(math.exp(-1.0)) / (math.exp(math.exp(-1.0)) + math.exp(math.exp(-2.0)))
+    w1 = 1 - w0
+    assert w0 == pytest.approx(0.5579, abs=1e-4)  # the reference's weights are nearly uniform
+    out = fuse("avgce", cands)
+    np.testing.assert_allclose(out.weights, [w0, w1])
+    got = dict(zip(out.ids[0].tolist(), np.exp(out.logprobs[0]).tolist()))
+    assert got == pytest.approx({1: 0.75 * w0, 2: 0.25 * w0 + 0.5 * w1, 3: 0.5 * w1}, rel=1e-6)
+    assert list(got.values()) == sorted(got.values(), reverse=True)
+
+
+def test_avgce_keeps_a_position_where_one_candidate_is_empty():
+    cands = [_cand([[1, -1]], [[1.0, 0.0]], 1.0), _cand([[-1, -1]], [[0.0, 0.0]], 1.0)]
+    out = fuse("avgce", cands)
+    assert out.ids[0, 0] == 1 and np.isfinite(out.logprobs[0, 0])
+
+
+def test_mince_per_byte_prefers_the_coarse_tokenizer_with_fewer_total_nats():
+    # same 200-byte text: the target predicts 99 tokens at 2.0 nats, a coarse source 49 tokens at 2.5 nats
+    cands = [_cand([[1]], [[1.0]], 2.0, n=99), _cand([[2]], [[1.0]], 2.5, n=49)]
+    assert fuse("mince", cands).ids[0, 0] == 1            # per token the target looks better
+    assert fuse("mince_per_byte", cands, num_bytes=200).ids[0, 0] == 2  # 122.5 < 198 nats
+    with pytest.raises(FusebenchError, match="num_bytes"):
+        fuse("mince_per_byte", cands)
+
+
+def test_unknown_fusion_function_lists_the_known_ones():
+    with pytest.raises(FusebenchError, match="mince, avgce, mince_per_byte"):
+        get_fusion_function("maxce")
+    assert DEFAULT_FUSION == "mince" and set(FUSION_FUNCTIONS) == {"mince", "avgce", "mince_per_byte"}
+
+
+def test_candidates_of_different_lengths_are_refused():
+    with pytest.raises(FusebenchError, match="different lengths"):
+        fuse("mince", [_cand([[1]], [[1.0]], 1.0), _cand([[1], [2]], [[1.0], [1.0]], 1.0)])
+
+
+def test_candidate_from_store_and_from_transfer_carry_ce_and_token_counts():
+    own = SequenceDistributions(np.array([1, 2, 3]), np.array([[2], [3], [4]]), np.zeros((3, 1), np.float32),
+                                np.zeros(2, np.float32), 0.7)
+    src = SequenceDistributions(np.array([5, 6]), np.array([[2], [3]]), np.zeros((2, 1), np.float32),
+                                np.zeros(1, np.float32), 0.4)
+    aligned = transfer_distributions(src, own.input_ids, np.array([(0, 0), (0, 1), (1, 2)]), np.arange(10),
+                                     source_text="x", target_text="x")
+    a, b = Candidate.of(own), Candidate.of(aligned)
+    assert (a.ce, a.num_predicted) == (pytest.approx(0.7), 2)
+    assert (b.ce, b.num_predicted) == (pytest.approx(0.4), 1)
+    assert fuse("mince", [a, b]).weights.tolist() == [0.0, 1.0]

@@ -108,23 +108,12 @@ def bench_extraction(quick: bool = False) -> dict:
 
 
 def _train_step(model, opt, ids, mask, targets, lam: float) -> None:
-    """One optimizer step with fusebench.train.loop's losses, in the order that keeps peak memory down.
-
-    The fusion term is built *before* the CLM term and on the full-length logits (last position masked out):
-    autograd runs later-built branches first, so the CLM backward finishes and frees its [B, T, V] log-softmax
-    before the fusion backward allocates its [B, T, V] gradient. Built after the CLM term, the fusion step peaks one
-    [B, T, V] float32 buffer higher (measured ratio 1.10 instead of 1.00 on this model).
-    """
-    from fusebench.fuse.loss import combined_loss, fusion_loss
+    """One optimizer step computing its loss exactly as `fusebench.train.loop` does (`step_loss`)."""
+    from fusebench.train.loop import step_loss
 
     logits = model(input_ids=ids, attention_mask=mask).logits.float()
-    pred_mask = (mask[:, 1:] * mask[:, :-1]).float()
-    fus = None
-    if targets is not None:
-        fus = fusion_loss(logits, targets[0], targets[1], torch.nn.functional.pad(pred_mask, (0, 1)), 1.0)
-    nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
-    clm = (nll * pred_mask).sum() / pred_mask.sum()
-    loss = clm if fus is None else combined_loss(clm, fus, lam)
+    tokens = float((mask[:, 1:] * mask[:, :-1]).sum())
+    loss, _, _ = step_loss(logits, ids, mask, targets, lam if targets is not None else 1.0, 1.0, tokens)
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)

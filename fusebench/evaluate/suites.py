@@ -145,6 +145,25 @@ def _lambada(ctx: SuiteContext, names: tuple[str, ...]) -> TaskPlan:
     return TaskPlan({"lambada": "lambada_offline"}, [ctx.tasks_dir("lambada")], {"lambada": data})
 
 
+MULTIPL_E_LANGS = ("cpp", "go", "java", "js", "php", "py", "r", "rb", "rs", "ts")  # the paper's ten
+
+
+def _multipl_e_benchmarks(ctx: SuiteContext) -> tuple[str, ...]:
+    if ctx.online:
+        return MULTIPL_E_LANGS
+    # offline: HumanEval in Python with execution, plus MBPP gold-solution bits per byte in the ten languages
+    return ("humaneval_py", *(f"mbpp_bpb_{lang}" for lang in MULTIPL_E_LANGS))
+
+
+def _multipl_e(ctx: SuiteContext, names: tuple[str, ...]) -> TaskPlan:
+    from fusebench.evaluate.multipl_e import prepare_code_tasks
+
+    include = prepare_code_tasks(ctx.workdir)
+    if ctx.online:
+        return TaskPlan({n: f"multipl_e_{n}" for n in names}, [include])
+    return TaskPlan({n: "humaneval_sandboxed" if n == "humaneval_py" else n for n in names}, [include])
+
+
 SUITES: dict[str, Suite] = {s.name: s for s in [
     Suite("commonsense", "ARC-Easy, ARC-Challenge, BoolQ, HellaSwag, OpenBookQA; 0-shot, acc_norm (acc for BoolQ)",
           lambda ctx: COMMONSENSE, _commonsense, lambda b: "acc" if b == "boolq" else "acc_norm"),
@@ -156,6 +175,9 @@ SUITES: dict[str, Suite] = {s.name: s for s in [
           _corpus_names, _perplexity, lambda b: "bits_per_byte"),
     Suite("lambada", "LAMBADA (OpenAI test set), last-word accuracy and perplexity, 0-shot",
           lambda ctx: ("lambada",), _lambada, lambda b: "acc"),
+    Suite("multipl-e", "MultiPL-E pass@1 in 10 languages, sandboxed execution (online); offline: HumanEval-py "
+          "pass@1 and MBPP code bits per byte in the 10 languages (a likelihood proxy, not pass@k)",
+          _multipl_e_benchmarks, _multipl_e, lambda b: "bits_per_byte" if b.startswith("mbpp_bpb") else "pass@1"),
 ]}
 
 

@@ -140,19 +140,10 @@ def train(model, sequences: list[np.ndarray], settings: TrainSettings, resume_di
                 mask = torch.from_numpy(mask_all[part]).to(acc.device)
                 with acc.autocast():
                     logits = model(input_ids=ids, attention_mask=mask).logits.float()
-                pred_mask = (mask[:, 1:] * mask[:, :-1]).float()
-                nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
-                clm = (nll * pred_mask).sum() / total_tokens
-                loss = settings.lam * clm
-                if settings.lam < 1.0:
-                    from fusebench.fuse.loss import fusion_loss
-
-                    t_ids, t_lp = _batch_targets(targets, batch[part], ids.shape[1], acc.device)
-                    fus = fusion_loss(logits[:, :-1], t_ids[:, :-1], t_lp[:, :-1], pred_mask,
-                                      settings.temperature, reduction="sum") / total_tokens
-                    loss = loss + (1 - settings.lam) * fus
-                    stats["fusion"] += fus.item() * world
+                fused = _batch_targets(targets, batch[part], ids.shape[1], acc.device) if settings.lam < 1 else None
+                loss, clm, fus = step_loss(logits, ids, mask, fused, settings.lam, settings.temperature, total_tokens)
                 stats["clm"] += clm.item() * world
+                stats["fusion"] += fus.item() * world if fus is not None else 0.0
                 if not torch.isfinite(loss):
                     raise FusebenchError(
                         f"{desc}: the loss became {float(loss)} at step {step} (batch of sequences "
@@ -177,6 +168,27 @@ def train(model, sequences: list[np.ndarray], settings: TrainSettings, resume_di
     model = acc.unwrap_model(model)
     model.eval()
     return history
+
+
+def step_loss(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
+              fused: tuple[torch.Tensor, torch.Tensor] | None, lam: float, temperature: float, total_tokens: float):
+    """λ·CLM + (1−λ)·fusion of one micro-batch, each term summed over tokens and divided by the global count.
+
+    The fusion term is built *before* the CLM term and on the full-length logits (last position masked out):
+    autograd runs later-built branches first, so the CLM backward frees its [B, T, V] log-softmax before the fusion
+    backward allocates its gradient, which keeps a fusion step's peak memory at a CLM step's (bench/bench_core.py).
+    """
+    pred_mask = (mask[:, 1:] * mask[:, :-1]).float()
+    fus = None
+    if fused is not None:
+        from fusebench.fuse.loss import fusion_loss
+
+        full_mask = torch.nn.functional.pad(pred_mask, (0, 1))  # position t predicts t+1: the last predicts nothing
+        fus = fusion_loss(logits, fused[0], fused[1], full_mask, temperature, reduction="sum") / total_tokens
+    nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
+    clm = (nll * pred_mask).sum() / total_tokens
+    loss = lam * clm if fus is None else lam * clm + (1 - lam) * fus
+    return loss, clm, fus
 
 
 def _checkpoint(acc, resume_dir: Path, step: int, history: list[dict]) -> None:

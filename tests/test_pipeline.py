@@ -62,7 +62,8 @@ def test_saved_models_load_with_auto_classes_and_their_loss_fell_during_training
 def _cli(workdir: Path, recipe: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "fusebench.cli", "run", str(recipe), *extra,
-                             "--only", "model:target", "--workdir", str(workdir)],
+                             "--only", "model:target", "--workdir", str(workdir),
+                             "--results", str(workdir / "results"), "--reports", str(workdir / "reports")],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

@@ -69,7 +69,7 @@ def run(args) -> int:
     start = time.time()
     done = runner.run(args.only)
     results = Path(getattr(args, "results", None) or "results")
-    published = publish_results(recipe, done, results)
+    published = publish_results(recipe, runner, done, results)
     if published and recipe.report:
         from fusebench.report.cli import report
 
@@ -80,30 +80,37 @@ def run(args) -> int:
     return 0
 
 
-def publish_results(recipe, done: dict[str, Path], results: Path) -> bool:
-    """Copy each finished evaluation into `results/<recipe>/<model>/`; what is already there is left untouched.
+def publish_results(recipe, runner: Runner, done: dict[str, Path], results: Path) -> Path | None:
+    """Copy the run's evaluations into `results/<recipe>-<hash>/<model>/` and return that directory.
 
-    `run.json` beside them names each model's role (target, source, baseline, fused, ...) and how it was made, which
-    is what the report layer needs to lay tables out like the paper's (relative change against the target)."""
+    The hash covers every evaluation's stage key, so a changed recipe publishes a new run beside the old ones (the
+    store is append-only) and re-running an unchanged recipe finds its run already there. `run.json` names each
+    model's role (target, source, baseline, fused, ...) and how it was made: the report layer lays tables out like
+    the paper's from it (relative change against the target)."""
+    import hashlib
     import json
 
-    copied = False
-    run_dir = results / recipe.name
-    run_dir.mkdir(parents=True, exist_ok=True)
+    evals = {sid: path for sid, path in done.items() if sid.startswith("eval:")}
+    if not evals:
+        return None
+    digest = hashlib.sha256("".join(sorted(runner.stages[s].key for s in evals)).encode()).hexdigest()[:8]
+    run_dir = results / f"{recipe.name}-{digest}"
+    if (run_dir / "run.json").exists():
+        return run_dir
+    staging = results / f".{run_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    for path in evals.values():
+        for f in path.rglob("*.json"):
+            if f.name != ".stage.json":  # evaluate_model writes <recipe>/<model>/<suite>(.manifest).json
+                dest = staging / f.relative_to(path).relative_to(recipe.name)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(f, dest)
     roles = {name: {"role": m.role, "kind": m.kind, "init": m.init, "teachers": m.teachers,
                     "fusion": m.fusion.model_dump(by_alias=True) if m.fusion else None}
              for name, m in recipe.models.items()}
     target = next((n for n, m in recipe.models.items() if m.role == "target"), None)
-    (run_dir / "run.json").write_text(json.dumps({"recipe": recipe.name, "target": target, "models": roles}, indent=2))
-    for sid, path in done.items():
-        if not sid.startswith("eval:"):
-            continue
-        for f in path.rglob("*.json"):
-            if f.name == ".stage.json":
-                continue
-            dest = results / f.relative_to(path)
-            if not dest.exists():
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(f, dest)
-                copied = True
-    return copied
+    (staging / "run.json").write_text(json.dumps({"recipe": recipe.name, "target": target, "models": roles,
+                                                  "stages": {s: runner.stages[s].key for s in evals}}, indent=2))
+    staging.rename(run_dir)  # appears whole or not at all
+    log.info("results published to %s", run_dir)
+    return run_dir

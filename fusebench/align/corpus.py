@@ -2,8 +2,9 @@
 
 For each training sequence (the same text chunk for both models): align the two tokenizations (`dtw` / `offsets`),
 move the source's top-k into target positions and ids through the vocab map (`transfer.py`), and write the result
-as an *aligned store*: per shard, `.npy` files of target-space ids (int32, -1 = empty slot) and log-probs (float16,
--inf = empty), the source's own per-sequence CE and how many tokens it averages over. Shards are written atomically
+as an *aligned store*: per shard, `.npy` files of target-space ids (the smallest unsigned dtype that leaves its
+largest value free to mark an empty slot: uint16 for vocabularies under 65535) and log-probs (float16, -inf =
+empty), the source's own per-sequence CE and how many tokens it averages over. Shards are written atomically
 (temp dir + rename), so a killed alignment resumes at the first missing shard.
 
 A source whose tokens were cut short by its maximum length covers less text than the target's sequence; such a
@@ -25,11 +26,11 @@ from tqdm.auto import tqdm
 
 from fusebench.align.transfer import AlignedDistributions, transfer_distributions
 from fusebench.errors import FusebenchError
-from fusebench.extract.store import DistributionStore
+from fusebench.extract.store import DistributionStore, id_dtype
 
 log = logging.getLogger("fusebench")
 SHARD = 256
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def _text(tokenizer, ids: np.ndarray) -> str:
@@ -71,8 +72,8 @@ def align_stores(*, aligner: str, fallback: str, source_store: Path, target_stor
                          tokenization_from_ids(target_tokenizer, t.input_ids))
             rows.append(transfer_distributions(s, t.input_ids, path.pairs, vmap.src_to_tgt, source_text=s_text,
                                                target_text=t_text, fallback=fallback))
-        _write_shard(out_dir, shard, rows, src.top_k, [len(tgt.sequence(i).input_ids)
-                                                      for i in range(shard * SHARD, shard * SHARD + len(rows))])
+        _write_shard(out_dir, shard, rows, src.top_k, id_dtype(tgt.vocab_size + 1),
+                     [len(tgt.sequence(i).input_ids) for i in range(shard * SHARD, shard * SHARD + len(rows))])
     (out_dir / "meta.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "num_sequences": len(tgt),
                                                    "num_shards": num_shards, "aligner": aligner, "fallback": fallback,
                                                    "truncated_sources": invalid}))
@@ -82,9 +83,10 @@ def align_stores(*, aligner: str, fallback: str, source_store: Path, target_stor
     return out_dir
 
 
-def _write_shard(out_dir: Path, shard: int, rows: list, k: int, lengths: list[int]) -> None:
+def _write_shard(out_dir: Path, shard: int, rows: list, k: int, dtype: np.dtype, lengths: list[int]) -> None:
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    ids = np.full((offsets[-1], k), -1, np.int32)
+    empty = np.iinfo(dtype).max
+    ids = np.full((offsets[-1], k), empty, dtype)
     lps = np.full((offsets[-1], k), -np.inf, np.float16)
     ce = np.full(len(rows), np.inf, np.float32)
     npred = np.zeros(len(rows), np.int32)
@@ -92,7 +94,7 @@ def _write_shard(out_dir: Path, shard: int, rows: list, k: int, lengths: list[in
         if row is None:
             continue
         n = len(row.input_ids)
-        ids[lo:lo + n, :row.topk_ids.shape[1]] = row.topk_ids
+        ids[lo:lo + n, :row.topk_ids.shape[1]] = np.where(row.topk_ids < 0, empty, row.topk_ids)
         lps[lo:lo + n, :row.topk_ids.shape[1]] = row.topk_logprobs
         ce[r], npred[r] = row.sequence_ce, row.num_predicted
     tmp = out_dir / f".shard-{shard:05d}.tmp-{os.getpid()}"
@@ -139,5 +141,7 @@ class AlignedStore:
                                   for n in ("offsets", "ids", "logprobs", "ce", "num_predicted")}
         a = self._cache[shard]
         lo, hi = a["offsets"][r], a["offsets"][r + 1]
-        return AlignedSequence(np.asarray(a["ids"][lo:hi], np.int64), np.asarray(a["logprobs"][lo:hi], np.float32),
+        ids = np.asarray(a["ids"][lo:hi], np.int64)
+        ids[ids == np.iinfo(a["ids"].dtype).max] = -1  # the empty-slot sentinel back to transfer.py's -1
+        return AlignedSequence(ids, np.asarray(a["logprobs"][lo:hi], np.float32),
                                float(a["ce"][r]), int(a["num_predicted"][r]))

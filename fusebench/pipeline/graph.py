@@ -65,7 +65,10 @@ class GraphBuilder:
             extra_code: tuple[str, ...] = ()) -> str:
         if sid not in self.stages:
             kind = sid.split(":", 1)[0]
-            self.stages[sid] = Stage(sid, kind, config, inputs, run, CODE.get(kind, ()) + extra_code, resumable)
+            # extraction and training are the stages that shard over processes under `accelerate launch`
+            distributed = resumable and kind in ("extract", "model")
+            self.stages[sid] = Stage(sid, kind, config, inputs, run, CODE.get(kind, ()) + extra_code, resumable,
+                                     distributed)
         return sid
 
     # --- leaves ---

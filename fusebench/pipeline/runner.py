@@ -16,6 +16,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ class Stage:
     run: Callable[[StageContext], None]
     code: tuple[str, ...] = ()               # modules whose source is part of the key
     resumable: bool = False                  # keep `.partial/` across crashes (the stage resumes from it)
+    distributed: bool = False                # under `accelerate launch`, every process runs it (extract, train)
     key: str = field(default="", init=False)
 
     @property
@@ -127,27 +129,52 @@ class Runner:
         return [(sid, "cached" if self.is_done(sid) else "would run", self.path(sid)) for sid in self.order]
 
     def run(self, only: str | None = None) -> dict[str, Path]:
+        """Run the stages `only` selects (all by default), in order, skipping finished ones.
+
+        Under `accelerate launch` / torchrun (WORLD_SIZE > 1) the main process owns the cache: it alone takes locks,
+        prepares and finishes stages; `distributed` stages (extraction, training) run on every process between
+        barriers, and the others only on the main process while the rest wait."""
         todo = self.closure(only)
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        barrier, main = (lambda: None), True
+        if world > 1:
+            from accelerate import PartialState
+
+            state = PartialState()
+            barrier, main = state.wait_for_everyone, state.is_main_process
         for n, sid in enumerate(todo, 1):
-            final = self.path(sid)
+            final, stage, counter = self.path(sid), self.stages[sid], f"[{n}/{len(todo)}]"
+            barrier()
             if self.is_done(sid):
-                log.info("[%d/%d] %s: cached (%s)", n, len(todo), sid, final.name)
+                log.info("%s %s: cached (%s)", counter, sid, final.name)
                 continue
             final.parent.mkdir(parents=True, exist_ok=True)
-            with FileLock(str(final) + ".lock"):
-                if self.is_done(sid):  # another run sharing this cache finished it while we waited
-                    log.info("[%d/%d] %s: finished by another run", n, len(todo), sid)
-                    continue
-                self._run_stage(self.stages[sid], final, f"[{n}/{len(todo)}]")
+            if world == 1:
+                with FileLock(str(final) + ".lock"):
+                    if self.is_done(sid):  # another run sharing this cache finished it while we waited
+                        log.info("%s %s: finished by another run", counter, sid)
+                        continue
+                    self._run_stage(stage, final, counter)
+            elif main:
+                with FileLock(str(final) + ".lock"):
+                    self._run_stage(stage, final, counter, barrier if stage.distributed else None)
+            elif stage.distributed:
+                self._run_stage(stage, final, counter, barrier, worker=True)
+        barrier()
         return {sid: self.path(sid) for sid in todo}
 
-    def _run_stage(self, stage: Stage, final: Path, counter: str) -> None:
+    def _run_stage(self, stage: Stage, final: Path, counter: str, barrier=None, worker: bool = False) -> None:
+        """Run one stage into its `.partial` dir and rename it into place. With `barrier`, the other processes run
+        the same stage function at the same time (as workers, which neither prepare nor finish the directory)."""
         partial = final.with_name(final.name + ".partial")
-        if partial.exists() and not stage.resumable:
-            shutil.rmtree(partial)
-        resumed = partial.exists()
-        partial.mkdir(parents=True, exist_ok=True)
-        log.info("%s %s: %s", counter, stage.id, "resuming" if resumed else "running")
+        if not worker:
+            if partial.exists() and not stage.resumable:
+                shutil.rmtree(partial)
+            resumed = partial.exists()
+            partial.mkdir(parents=True, exist_ok=True)
+            log.info("%s %s: %s", counter, stage.id, "resuming" if resumed else "running")
+        if barrier:
+            barrier()  # the partial dir exists before any worker writes into it
         start = time.time()
         ctx = StageContext(out=partial, inputs={i: self.path(i) for i in stage.inputs}, workdir=self.workdir)
         try:
@@ -158,6 +185,10 @@ class Runner:
                                      "(or use --workdir on another disk) and run again: finished stages are kept "
                                      "and this one resumes.") from None
             raise
+        if barrier:
+            barrier()  # every process has finished its share
+        if worker:
+            return
         shutil.rmtree(partial / "_resume", ignore_errors=True)
         record = {"id": stage.id, "kind": stage.kind, "key": stage.key, "config": stage.config,
                   "inputs": {i: self.stages[i].key for i in stage.inputs}, "code_modules": list(stage.code),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -117,9 +118,13 @@ def trained_model(name: str, spec: ModelSpec, chunks_id: str, init_id: str | Non
                                    spec.fusion.function, seqs)
         settings = TrainSettings.from_specs(spec.train, spec.fusion if teacher_ids else None)
         history = train(model, seqs, settings, ctx.out / "_resume", tok.pad_token_id or 0, targets, desc=name)
-        model.save_pretrained(ctx.out, safe_serialization=True)
-        tok.save_pretrained(ctx.out)
-        (ctx.out / "train_log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+        if int(os.environ.get("RANK", "0")) == 0:  # every process holds the same weights after DDP; one writes
+            model.save_pretrained(ctx.out, safe_serialization=True)
+            tok.save_pretrained(ctx.out)
+            (ctx.out / "train_log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+            if targets is not None:  # how often MinCE chose each candidate (AvgCE: summed weights), for the report
+                names = ["(own)"] + [t for t, _ in teacher_ids]
+                (ctx.out / "fusion_choices.json").write_text(json.dumps(dict(zip(names, targets.chosen.tolist()))))
     return run
 
 

@@ -105,3 +105,26 @@ def test_two_process_run_resumes_from_its_checkpoint_to_the_same_weights(runs, i
     assert [r["loss"] for r in history] == pytest.approx([r["loss"] for r in unbroken], rel=1e-6)
     w_resumed, w_unbroken = (torch.load(d / "weights.pt") for d in (resumed, runs[2]))
     assert max((w_resumed[k] - w_unbroken[k]).abs().max().item() for k in w_unbroken) < 1e-6
+
+
+def test_fusebench_run_under_torchrun_gives_the_single_process_fused_model(tmp_path):
+    """The stage runner under 2 processes: the main process owns the cache, both train; same weights as 1 process."""
+    from safetensors.numpy import load_file
+
+    smoke = Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    weights = {}
+    for n in (1, 2):
+        work = tmp_path / f"p{n}"
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n),
+                    "--master_port", str(_free_port()), "-m", "fusebench.cli"] if n > 1 else \
+                   [sys.executable, "-m", "fusebench.cli"]
+        proc = subprocess.run([*launcher, "run", str(smoke), "--only", "model:fusellm", "--workdir", str(work),
+                               "--results", str(work / "r"), "--reports", str(work / "rep")],
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        [path] = [p for p in work.glob("cache/model/fusellm-*/model.safetensors")]
+        weights[n] = (path.parent.name, load_file(path))
+    assert weights[1][0] == weights[2][0]  # same stage key: the process count is not part of the experiment
+    one, two = weights[1][1], weights[2][1]
+    assert max(float(np.abs(one[k] - two[k]).max()) for k in one) < 1e-4

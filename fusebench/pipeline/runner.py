@@ -138,9 +138,12 @@ class Runner:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         barrier, main = (lambda: None), True
         if world > 1:
+            import torch
             from accelerate import PartialState
 
-            state = PartialState()
+            # cpu=True on CPU-only machines: a bare PartialState would not join the gloo process group there. It is a
+            # singleton, so extraction and training later share this one.
+            state = PartialState(cpu=not torch.cuda.is_available())
             barrier, main = state.wait_for_everyone, state.is_main_process
         for n, sid in enumerate(todo, 1):
             final, stage, counter = self.path(sid), self.stages[sid], f"[{n}/{len(todo)}]"

@@ -117,9 +117,9 @@ def trained_model(name: str, spec: ModelSpec, chunks_id: str, init_id: str | Non
             targets = FusedTargets(ctx.input(target_store_id), [ctx.input(a) for _, a in teacher_ids],
                                    spec.fusion.function, seqs)
         settings = TrainSettings.from_specs(spec.train, spec.fusion if teacher_ids else None)
-        history = train(model, seqs, settings, ctx.out / "_resume", tok.pad_token_id or 0, targets, desc=name)
-        if int(os.environ.get("RANK", "0")) == 0:  # every process holds the same weights after DDP; one writes
-            model.save_pretrained(ctx.out, safe_serialization=True)
+        history = train(model, seqs, settings, ctx.out / "_resume", tok.pad_token_id or 0, targets, desc=name,
+                        save_dir=ctx.out)
+        if int(os.environ.get("RANK", "0")) == 0:  # the main process writes what goes beside the weights
             tok.save_pretrained(ctx.out)
             (ctx.out / "train_log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
             if targets is not None:  # how often MinCE chose each candidate (AvgCE: summed weights), for the report

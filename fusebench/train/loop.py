@@ -91,8 +91,11 @@ def _latest_checkpoint(resume_dir: Path) -> tuple[int, Path | None]:
 
 
 def train(model, sequences: list[np.ndarray], settings: TrainSettings, resume_dir: Path, pad_id: int,
-          targets: TargetsFn | None = None, desc: str = "train") -> list[dict]:
-    """Train `model` in place on `sequences`; returns the per-step log (also written to resume_dir/log.jsonl)."""
+          targets: TargetsFn | None = None, desc: str = "train", save_dir: Path | None = None) -> list[dict]:
+    """Train `model` in place on `sequences`; returns the per-step log (also written to resume_dir/log.jsonl).
+
+    With `save_dir`, the main process saves the trained model there (safetensors) from the full state dict, which
+    accelerate gathers from FSDP / DeepSpeed shards first."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -165,8 +168,11 @@ def train(model, sequences: list[np.ndarray], settings: TrainSettings, resume_di
         if (step + 1) % settings.checkpoint_every == 0 and step + 1 < settings.steps:
             _checkpoint(acc, resume_dir, step + 1, history)
     acc.wait_for_everyone()
+    state_dict = acc.get_state_dict(model) if save_dir is not None else None  # a collective under FSDP / ZeRO-3
     model = acc.unwrap_model(model)
     model.eval()
+    if save_dir is not None and acc.is_main_process:
+        model.save_pretrained(save_dir, state_dict=state_dict, safe_serialization=True)
     return history
 
 

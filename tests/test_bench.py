@@ -1,0 +1,13 @@
+"""`fusebench bench` produces every documented figure. Speed ratios are reported, never asserted here (they belong
+to the benchmark, not to a unit test); sizes and correctness are asserted."""
+
+from fusebench.bench import TARGETS, run_all
+
+
+def test_bench_quick_reports_every_figure_with_equal_dtw_cost_and_a_compact_store():
+    results = run_all(quick=True)
+    for key in TARGETS:
+        assert isinstance(results[key], float) and results[key] > 0, key
+        assert results["targets"][key]["value"] == results[key]
+    assert results["dtw_equal_cost"] is True
+    assert results["store_bytes_per_token_per_model"] <= 40.0  # a size, exact by construction of the format

@@ -28,7 +28,7 @@ from filelock import FileLock
 from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
-from fusebench.align.tokens import normalize_tokens, token_convention
+from fusebench.align.tokens import _BYTE_FALLBACK, normalize_tokens, token_convention
 from fusebench.data.packages import cache_root
 from fusebench.errors import FusebenchError
 
@@ -92,6 +92,9 @@ class VocabMap:
         return vocab_map
 
 
+MAP_VERSION = 2  # bump when _map_ids changes, so maps cached on disk by older code are not reused
+
+
 def vocab_fingerprint(tokenizer) -> str:
     """A short hash of the tokenizer's tokens in id order (what a vocab map depends on)."""
     tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
@@ -126,7 +129,7 @@ def _build(kind: str, source_tokenizer, target_tokenizer, use_cache: bool) -> Vo
     src_fp, tgt_fp = vocab_fingerprint(source_tokenizer), vocab_fingerprint(target_tokenizer)
     if not use_cache:
         return VocabMap(kind, _map_ids(kind, source_tokenizer, target_tokenizer), src_fp, tgt_fp)
-    cache = cache_root() / "vocab_maps" / f"{kind}-{src_fp}-{tgt_fp}"
+    cache = cache_root() / "vocab_maps" / f"{kind}-v{MAP_VERSION}-{src_fp}-{tgt_fp}"
     if (cache / "vocab_map.json").exists():
         return VocabMap.load(cache)
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -155,9 +158,14 @@ def _map_ids(kind: str, source_tokenizer, target_tokenizer) -> np.ndarray:
         if out[s] < 0:
             out[s] = tgt_special_by_name.get(source_tokenizer.convert_ids_to_tokens(s), -1)
 
-    ordinary_tgt = [t for t in range(len(tgt_texts)) if t not in tgt_special]
+    # Byte-fallback pieces (<0x73>) normalise to the same text as the ordinary token ("s"), but a SentencePiece
+    # tokenizer only emits them for characters it has no piece for. Candidates are ordered ordinary tokens first,
+    # then byte pieces, each by ascending id, so ties (exact or nearest) go to the token the target really uses.
+    tgt_raw = target_tokenizer.convert_ids_to_tokens(list(range(len(tgt_texts))))
+    ordinary_tgt = sorted((t for t in range(len(tgt_texts)) if t not in tgt_special),
+                          key=lambda t: (bool(_BYTE_FALLBACK.match(tgt_raw[t] or "")), t))
     by_text: dict[str, int] = {}
-    for t in ordinary_tgt:  # ascending ids, so setdefault keeps the lowest id per text
+    for t in ordinary_tgt:  # in preference order, so setdefault keeps the preferred id per text
         by_text.setdefault(tgt_texts[t], t)
     for s, text in enumerate(src_texts):
         if s not in src_special:

@@ -54,6 +54,11 @@ def build_lm(model: str | Path, *, backend: str = "hf", batch_size: int = 8, dev
 
     hf_model = load_causal_lm(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
     tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code)
+    # never ask for more context than the model has (HFLM reads max_position_embeddings, not MPT's max_seq_len)
+    cfg = hf_model.config
+    own = next((getattr(cfg, k) for k in ("max_position_embeddings", "max_seq_len", "n_positions")
+                if isinstance(getattr(cfg, k, None), int)), None)
+    max_length = min(x for x in (max_length, own) if x) if (max_length or own) else None
     lm = HFLM(pretrained=hf_model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
     return ModelHandle(lm, backend, device, str(hf_model.dtype).removeprefix("torch."), lm.max_length)
 

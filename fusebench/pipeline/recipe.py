@@ -153,7 +153,7 @@ class EvaluateSpec(Strict):
     perplexity_corpora: list[str] = []              # corpora whose test split the perplexity suite scores
     limit: int | None = None
     batch_size: int = 8
-    max_length: int = 512
+    max_length: int | None = None                  # context for scoring; default: the model's own maximum
 
 
 class Recipe(Strict):

@@ -118,3 +118,27 @@ def test_vocab_maps_on_trained_tokenizers_are_cached_per_pair(tmp_path, monkeypa
     assert len([p for p in (tmp_path / "vocab_maps").glob("mined-*") if p.is_dir()]) == 1
     assert np.array_equal(build_vocab_map("mined", unigram, bpe).src_to_tgt, first.src_to_tgt)
     assert first.coverage() == 1.0 and first.src_to_tgt.max() < len(bpe)
+
+
+def test_a_sentencepiece_tokenizer_maps_onto_itself_and_never_onto_its_byte_fallback_pieces(unigram_tokenizer_dir):
+    """`<0x73>` and `s` normalise to the same text; the map must keep `s` (what the target emits), or KD with a
+    teacher of the target's own tokenizer would push mass onto ids the target never produces."""
+    import re
+
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from fusebench.align import build_vocab_map
+
+    tok = AutoTokenizer.from_pretrained(str(unigram_tokenizer_dir))
+    raw = tok.convert_ids_to_tokens(list(range(len(tok))))
+    is_byte = np.array([bool(re.match(r"^<0x[0-9A-F]{2}>$", t)) for t in raw])
+    assert is_byte.sum() == 256
+    for kind in ("em", "mined"):
+        m = build_vocab_map(kind, tok, tok, cache=False).src_to_tgt
+        ordinary = np.flatnonzero(~is_byte)
+        assert (m[ordinary] == ordinary).all(), kind
+        assert not is_byte[m[ordinary]].any()
+        s_byte = raw.index("<0x73>")
+        if "s" in raw:
+            assert m[s_byte] == raw.index("s")

@@ -18,11 +18,13 @@ from fusebench.fuse.functions import Candidate, get_fusion_function
 
 
 class FusedTargets:
-    def __init__(self, own_stage: Path, aligned_stages: list[Path], function: str, sequences: list[np.ndarray]):
+    def __init__(self, own_stage: Path, aligned_stages: list[Path], function: str, sequences: list[np.ndarray],
+                 num_bytes: list[int] | None = None):
         self.own = DistributionStore.open(Path(own_stage) / "store")
         self.teachers = [AlignedStore(Path(a) / "store") for a in aligned_stages]
         self.fuse = get_fusion_function(function)
         self.sequences = sequences
+        self.num_bytes = num_bytes  # UTF-8 bytes of each sequence's text, for per-byte fusion functions
         for store in (self.own, *self.teachers):
             if len(store) != len(sequences):
                 raise FusebenchError(f"a distribution store holds {len(store)} sequences but training has "
@@ -42,8 +44,7 @@ class FusedTargets:
             if np.isfinite(a.ce):
                 candidates.append(Candidate(a.ids, a.logprobs, a.ce, a.num_predicted))
                 present.append(j)
-        num_bytes = None
-        fused = self.fuse(candidates, num_bytes)
+        fused = self.fuse(candidates, self.num_bytes[i] if self.num_bytes else None)
         self.chosen[present] += fused.weights
         n = len(seq)
         return fused.ids[:n], fused.logprobs[:n]

@@ -109,13 +109,14 @@ def trained_model(name: str, spec: ModelSpec, chunks_id: str, init_id: str | Non
             tok = Tokenizer(ctx.input(tokenizer_id)).load()
             model = build_model(spec.arch, len(tok), spec.size or ModelSize(), tok.bos_token_id, tok.eos_token_id,
                                 spec.train.seed)
-        seqs = tokenize_chunks(tok, Chunks(ctx.input(chunks_id)).texts(), spec.train.seq_len)
+        texts = Chunks(ctx.input(chunks_id)).texts()
+        seqs = tokenize_chunks(tok, texts, spec.train.seq_len)
         targets = None
         if teacher_ids:
             from fusebench.fuse.targets import FusedTargets
 
             targets = FusedTargets(ctx.input(target_store_id), [ctx.input(a) for _, a in teacher_ids],
-                                   spec.fusion.function, seqs)
+                                   spec.fusion.function, seqs, [len(t.encode("utf-8")) for t in texts])
         settings = TrainSettings.from_specs(spec.train, spec.fusion if teacher_ids else None)
         history = train(model, seqs, settings, ctx.out / "_resume", tok.pad_token_id or 0, targets, desc=name,
                         save_dir=ctx.out)

@@ -98,24 +98,22 @@ def _bbh_offline_data(ctx: SuiteContext, names: tuple[str, ...]) -> dict[str, od
             for n, p in paths.items()}
 
 
-def _bbh(ctx: SuiteContext, names: tuple[str, ...]) -> TaskPlan:
-    if ctx.online:
-        return TaskPlan({n: f"bbh_cot_fewshot_{n}" for n in names}, uses_builtin_tasks=True)
-    plan = TaskPlan({n: f"bbh_cot_fewshot_{n}_offline" for n in names}, [ctx.tasks_dir("bbh")],
-                    _bbh_offline_data(ctx, names))
-    for name in names:
-        _render(ctx, "bbh", "bbh_cot_fewshot_offline.yaml.in", f"{name}.yaml", plan.data[name].path, BBH_TASK=name)
-    return plan
+def _bbh_like(suite: str, online_prefix: str, template: str, online_includes: list[Path]):
+    """The plan function of a BBH-format suite: hub tasks online, BBH rebuilt from BIG-bench offline."""
+    def plan_fn(ctx: SuiteContext, names: tuple[str, ...]) -> TaskPlan:
+        if ctx.online:
+            return TaskPlan({n: f"{online_prefix}{n}" for n in names}, list(online_includes),
+                            uses_builtin_tasks=not online_includes)
+        plan = TaskPlan({n: f"{online_prefix}{n}_offline" for n in names}, [ctx.tasks_dir(suite)],
+                        _bbh_offline_data(ctx, names))
+        for name in names:
+            _render(ctx, suite, template, f"{name}.yaml", plan.data[name].path, BBH_TASK=name)
+        return plan
+    return plan_fn
 
 
-def _bbh_mc(ctx: SuiteContext, names: tuple[str, ...]) -> TaskPlan:
-    if ctx.online:
-        return TaskPlan({n: f"bbh_mc_{n}" for n in names}, [od.TEMPLATES_DIR / "bbh_mc"])
-    plan = TaskPlan({n: f"bbh_mc_{n}_offline" for n in names}, [ctx.tasks_dir("bbh_mc")],
-                    _bbh_offline_data(ctx, names))
-    for name in names:
-        _render(ctx, "bbh_mc", "bbh_mc_offline.yaml.in", f"{name}.yaml", plan.data[name].path, BBH_TASK=name)
-    return plan
+_bbh = _bbh_like("bbh", "bbh_cot_fewshot_", "bbh_cot_fewshot_offline.yaml.in", [])
+_bbh_mc = _bbh_like("bbh_mc", "bbh_mc_", "bbh_mc_offline.yaml.in", [od.TEMPLATES_DIR / "bbh_mc"])
 
 
 def _perplexity(ctx: SuiteContext, names: tuple[str, ...]) -> TaskPlan:

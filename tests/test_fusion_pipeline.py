@@ -49,3 +49,6 @@ def test_fusellm_and_kd_train_on_aligned_teacher_targets(tmp_path):
     assert a != b
     choices = json.loads((runner.path("model:fusellm") / "fusion_choices.json").read_text())
     assert set(choices) == {"(own)", "src_neox", "src_mpt"} and sum(choices.values()) > 0
+    # plain KD distils from the teacher alone; FuseLLM keeps the target's own distribution as a candidate
+    kd_choices = json.loads((runner.path("model:kd") / "fusion_choices.json").read_text())
+    assert kd_choices["(own)"] == 0 and kd_choices["teacher"] == n

@@ -1,7 +1,7 @@
 """Fused training targets, computed per sequence when a batch asks for them (nothing dense is ever stored).
 
-The candidates of sequence i are the target model's own top-k (from its distribution store) and each teacher's
-top-k moved into target space (from the aligned stores); the fusion function (MinCE, AvgCE, ...) turns them into one
+The candidates of sequence i are the target model's own top-k (from its distribution store; left out for plain KD)
+and each teacher's top-k moved into target space (from the aligned stores); the fusion function (MinCE, AvgCE, ...) turns them into one
 sparse target. A teacher whose tokens were cut short on sequence i (aligned CE = inf) is left out for that sequence.
 """
 
@@ -19,12 +19,13 @@ from fusebench.fuse.functions import Candidate, get_fusion_function
 
 class FusedTargets:
     def __init__(self, own_stage: Path, aligned_stages: list[Path], function: str, sequences: list[np.ndarray],
-                 num_bytes: list[int] | None = None):
+                 num_bytes: list[int] | None = None, include_own: bool = True):
         self.own = DistributionStore.open(Path(own_stage) / "store")
         self.teachers = [AlignedStore(Path(a) / "store") for a in aligned_stages]
         self.fuse = get_fusion_function(function)
         self.sequences = sequences
         self.num_bytes = num_bytes  # UTF-8 bytes of each sequence's text, for per-byte fusion functions
+        self.include_own = include_own  # False for plain KD: the teacher alone is the target
         for store in (self.own, *self.teachers):
             if len(store) != len(sequences):
                 raise FusebenchError(f"a distribution store holds {len(store)} sequences but training has "
@@ -37,13 +38,14 @@ class FusedTargets:
         if not np.array_equal(own.input_ids[:len(seq)], seq):
             raise FusebenchError(f"sequence {i}: the target's distribution store was extracted from other tokens "
                                  "than training uses (tokenizer changed?). Delete the extract stage and rerun.")
-        candidates = [Candidate.of(own)]
-        present = [0]
+        candidates, present = ([Candidate.of(own)], [0]) if self.include_own else ([], [])
         for j, store in enumerate(self.teachers, 1):
             a = store.sequence(i)
             if np.isfinite(a.ce):
                 candidates.append(Candidate(a.ids, a.logprobs, a.ce, a.num_predicted))
                 present.append(j)
+        if not candidates:  # every teacher was cut short on this sequence: fall back to the target's own
+            candidates, present = [Candidate.of(own)], [0]
         fused = self.fuse(candidates, self.num_bytes[i] if self.num_bytes else None)
         self.chosen[present] += fused.weights
         n = len(seq)

@@ -96,6 +96,9 @@ class FusionSpec(Strict):
     aligner: str = "dtw"
     vocab_map: str = "mined"
     fallback: Literal["next", "current"] = "next"
+    # FuseLLM counts the target's own distribution among the candidates (the paper); plain KD distils from the
+    # teacher alone, so its recipes set this to false
+    include_own: bool = True
     extract_batch_size: int = Field(8, gt=0)
 
 

@@ -116,7 +116,8 @@ def trained_model(name: str, spec: ModelSpec, chunks_id: str, init_id: str | Non
             from fusebench.fuse.targets import FusedTargets
 
             targets = FusedTargets(ctx.input(target_store_id), [ctx.input(a) for _, a in teacher_ids],
-                                   spec.fusion.function, seqs, [len(t.encode("utf-8")) for t in texts])
+                                   spec.fusion.function, seqs, [len(t.encode("utf-8")) for t in texts],
+                                   include_own=spec.fusion.include_own)
         settings = TrainSettings.from_specs(spec.train, spec.fusion if teacher_ids else None)
         history = train(model, seqs, settings, ctx.out / "_resume", tok.pad_token_id or 0, targets, desc=name,
                         save_dir=ctx.out)

@@ -68,7 +68,8 @@ def _cli(workdir: Path, recipe: Path, *extra: str) -> subprocess.Popen:
 
 
 def test_run_killed_mid_training_resumes_to_identical_weights(tmp_path):
-    steps = ["models.target.train.steps=40", "models.target.train.checkpoint_every=4"]
+    # enough steps that the run is still training when the first checkpoint appears, even on an idle machine
+    steps = ["models.target.train.steps=150", "models.target.train.checkpoint_every=4"]
     clean = _cli(tmp_path / "clean", SMOKE, *steps)
     assert clean.wait(timeout=300) == 0, clean.stderr.read().decode()[-2000:]
 
@@ -77,8 +78,7 @@ def test_run_killed_mid_training_resumes_to_identical_weights(tmp_path):
     deadline = time.time() + 240
     while not list(killed_dir.glob("cache/model/target-*.partial/_resume/step-*")):
         assert proc.poll() is None and time.time() < deadline, "training finished before it could be killed"
-        time.sleep(0.2)
-    time.sleep(0.5)
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not list(killed_dir.glob("cache/model/target-*/.stage.json")), "a killed stage must not look finished"

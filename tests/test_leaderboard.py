@@ -117,3 +117,12 @@ def test_add_scores_only_the_new_model_on_the_boards_own_corpus(tmp_path, tiny_l
     board = {r["model"]: r for r in csv.DictReader(open(tmp_path / "reports" / "leaderboard.csv"))}
     assert set(board) == {"tiny-target", "tiny-new"}
     assert float(board["tiny-new"]["perplexity"]) == pytest.approx(new["value"].iloc[0])
+
+
+def test_models_of_the_same_name_from_different_recipes_are_kept_apart(tmp_path):
+    store = ResultsStore(tmp_path)
+    store.add_run("tiny-0123abcd", [Evaluation("target", "perplexity", bpb(3.0, 3.0, 3.0))])
+    store.add_run("smollm2-89abcdef", [Evaluation("target", "perplexity", bpb(2.0, 2.0, 2.0))])
+    frame = build_leaderboard(ResultsStore(tmp_path).frame()).frame.set_index("model")
+    assert frame.loc["tiny/target", "perplexity"] == pytest.approx(3.0)
+    assert frame.loc["smollm2/target", "perplexity"] == pytest.approx(2.0)

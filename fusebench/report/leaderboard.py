@@ -58,6 +58,13 @@ def build_leaderboard(frame: pd.DataFrame, suites: list[str] | None = None) -> L
                              "Evaluate models first (`fusebench eval MODEL --suite ...` or `fusebench run RECIPE`), "
                              "or `fusebench leaderboard add MODEL --suite ...`.")
     rows = rows.assign(date=rows["date"].fillna(0.0))
+    # Recipes reuse generic names ("target", "clm"): a name that several recipes use is a different model in each,
+    # so it is qualified by its recipe ("tiny/target"); re-running one recipe (a new run id) still replaces it.
+    # Runs published by `fusebench run` are named <recipe>-<8 hex>; other run ids name no recipe and are left alone.
+    family = rows["run_id"].str.extract(r"^(.*)-[0-9a-f]{8}$", expand=False)
+    shared = rows.assign(family=family).groupby("model")["family"].nunique()
+    clash = (rows["model"].map(shared) > 1) & family.notna()
+    rows = rows.assign(model=rows["model"].where(~clash, family + "/" + rows["model"]))
     # the latest evaluation of each (model, suite): a re-evaluated model replaces its older numbers
     latest = rows.groupby(["model", "suite"])[["date", "run_id"]].max().reset_index()
     rows = rows.merge(latest, on=["model", "suite", "date", "run_id"])

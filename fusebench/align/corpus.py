@@ -43,6 +43,9 @@ def align_stores(*, aligner: str, fallback: str, source_store: Path, target_stor
                  source_tokenizer, target_tokenizer, out_dir: Path) -> Path:
     from fusebench.align import ALIGNERS, VocabMap, tokenization_from_ids, tokenize_for_alignment
 
+    if aligner == "offsets":  # stores keep token ids, not the character offsets this aligner needs
+        raise FusebenchError("the offsets aligner needs each text's character offsets, which distribution stores do "
+                             "not keep; it is available through `fusebench align`. In recipes use aligner: dtw.")
     src, tgt = DistributionStore.open(source_store), DistributionStore.open(target_store)
     if len(src) != len(tgt):
         raise FusebenchError(f"the source store {source_store} holds {len(src)} sequences but the target's "
@@ -58,22 +61,20 @@ def align_stores(*, aligner: str, fallback: str, source_store: Path, target_stor
         if (final / "done").exists():
             continue
         rows: list[AlignedDistributions | None] = []
+        lengths: list[int] = []
         for i in range(shard * SHARD, min(len(tgt), (shard + 1) * SHARD)):
             s, t = src.sequence(i), tgt.sequence(i)
+            lengths.append(len(t.input_ids))
             s_text, t_text = _text(source_tokenizer, s.input_ids), _text(target_tokenizer, t.input_ids)
             if s_text != t_text and t_text.startswith(s_text):  # the source was truncated: leave it out here
                 rows.append(None)
                 invalid += 1
                 continue
-            if aligner == "offsets":  # offsets need the text: re-tokenize the decoded chunk
-                raise FusebenchError("the offsets aligner needs each chunk's text and is available through "
-                                     "`fusebench align`; in recipes use aligner: dtw.")
             path = align(tokenization_from_ids(source_tokenizer, s.input_ids),
                          tokenization_from_ids(target_tokenizer, t.input_ids))
             rows.append(transfer_distributions(s, t.input_ids, path.pairs, vmap.src_to_tgt, source_text=s_text,
                                                target_text=t_text, fallback=fallback))
-        _write_shard(out_dir, shard, rows, src.top_k, id_dtype(tgt.vocab_size + 1),
-                     [len(tgt.sequence(i).input_ids) for i in range(shard * SHARD, shard * SHARD + len(rows))])
+        _write_shard(out_dir, shard, rows, src.top_k, id_dtype(tgt.vocab_size + 1), lengths)
     (out_dir / "meta.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "num_sequences": len(tgt),
                                                    "num_shards": num_shards, "aligner": aligner, "fallback": fallback,
                                                    "truncated_sources": invalid}))

@@ -24,6 +24,7 @@ import numpy as np
 
 from fusebench.errors import FusebenchError
 from fusebench.extract.store import DistributionStore, SequenceDistributions, StoreWriter
+from fusebench.train.data import pad_batch
 
 ComputeFn = Callable[[list[list[int]]], list[SequenceDistributions]]
 
@@ -95,15 +96,11 @@ def batches_of_shard(sequences: list[list[int]], batch_size: int) -> list[list[i
 
 
 def pad_right(seqs: list[list[int]], device):
+    """Right-padded ids and attention mask on `device` (the training loop's `pad_batch`, as tensors)."""
     import torch
 
-    length = max(len(s) for s in seqs)
-    ids = torch.zeros(len(seqs), length, dtype=torch.long)
-    mask = torch.zeros(len(seqs), length, dtype=torch.long)
-    for b, s in enumerate(seqs):
-        ids[b, :len(s)] = torch.as_tensor(s, dtype=torch.long)
-        mask[b, :len(s)] = 1
-    return ids.to(device), mask.to(device)
+    ids, mask = pad_batch([np.asarray(s, dtype=np.int64) for s in seqs], pad_id=0)
+    return torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
 
 
 def _chunk_rows(vocab: int, device) -> int:

@@ -7,6 +7,8 @@ and `logs/` (one log file per invocation). Its evaluations are then published to
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -87,9 +89,6 @@ def publish_results(recipe, runner: Runner, done: dict[str, Path], results: Path
     store is append-only) and re-running an unchanged recipe finds its run already there. `run.json` names each
     model's role (target, source, baseline, fused, ...) and how it was made: the report layer lays tables out like
     the paper's from it (relative change against the target)."""
-    import hashlib
-    import json
-
     evals = {sid: path for sid, path in done.items() if sid.startswith("eval:")}
     if not evals:
         return None

@@ -25,7 +25,7 @@ CODE = {
     "chunks": ("fusebench.train.data",),
     "model": ("fusebench.models.build", "fusebench.train.loop", "fusebench.train.data"),
     "model+teachers": ("fusebench.fuse.loss", "fusebench.fuse.functions", "fusebench.fuse.targets"),
-    "extract": ("fusebench.extract.extract", "fusebench.extract.store"),
+    "extract": ("fusebench.extract.extract", "fusebench.extract.store", "fusebench.train.data"),
     "vocabmap": ("fusebench.align.vocab_map",),
     "align": ("fusebench.align.corpus", "fusebench.align.transfer", "fusebench.align.dtw",
               "fusebench.align.offsets", "fusebench.extract.store"),

@@ -184,16 +184,17 @@ def step_loss(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
     autograd runs later-built branches first, so the CLM backward frees its [B, T, V] log-softmax before the fusion
     backward allocates its gradient, which keeps a fusion step's peak memory at a CLM step's (bench/bench_core.py).
     """
+    from fusebench.fuse.loss import combined_loss, fusion_loss
+
     pred_mask = (mask[:, 1:] * mask[:, :-1]).float()
     fus = None
     if fused is not None:
-        from fusebench.fuse.loss import fusion_loss
 
         full_mask = torch.nn.functional.pad(pred_mask, (0, 1))  # position t predicts t+1: the last predicts nothing
         fus = fusion_loss(logits, fused[0], fused[1], full_mask, temperature, reduction="sum") / total_tokens
     nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
     clm = (nll * pred_mask).sum() / total_tokens
-    loss = lam * clm if fus is None else lam * clm + (1 - lam) * fus
+    loss = clm if fus is None else combined_loss(clm, fus, lam)  # callers pass λ = 1 exactly when fused is None
     return loss, clm, fus
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install fusebench into ./.venv on a fresh machine: CPU PyTorch (pinned, so pip never pulls a multi-GB CUDA
-# build), the package with its test extras, and — when run as root or with sudo — the MultiPL-E language toolchains.
+# build), the package with its test extras at the versions pinned in constraints.txt, and — when run as root or with sudo — the MultiPL-E language toolchains.
 # Idempotent: a second run only checks. Usage: bash install.sh [--no-toolchains]
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -11,7 +11,11 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v WARNING || true
 # torch first and pinned: a plain `torch` requirement on a machine without it may resolve to a CUDA wheel
 .venv/bin/python -m pip install -q "torch==2.13.0" 2>&1 | grep -v WARNING || true
-.venv/bin/python -m pip install -q -e ".[dev]" 2>&1 | grep -v WARNING || true
+# every other package at the exact version the tests passed with (constraints.txt; refresh it with
+# scripts/update-constraints.sh). FUSEBENCH_UNPINNED=1 resolves pyproject.toml's ranges instead.
+PIN=(-c constraints.txt)
+[ "${FUSEBENCH_UNPINNED:-0}" = 1 ] && PIN=()
+.venv/bin/python -m pip install -q "${PIN[@]}" -e ".[dev]" 2>&1 | grep -v WARNING || true
 .venv/bin/python -c "import fusebench, torch, transformers, lm_eval, mergekit" \
   || { echo "install.sh: the Python environment is incomplete (see pip's messages above)" >&2; exit 1; }
 if [ "${1:-}" != "--no-toolchains" ]; then

@@ -111,14 +111,19 @@ def test_lm_eval_generate_until_batched_equals_greedy_one_prompt_at_a_time(ensem
 
 def test_greedy_generation_uses_member_caches_and_matches_full_recomputation(ensemble, tokenizer):
     ids = tokenizer(TEXT, return_tensors="pt").input_ids
-    seen_lengths = []
-    hook = ensemble.members[0].register_forward_pre_hook(
-        lambda module, args, kwargs: seen_lengths.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
+    seen = []  # (tokens fed, length of the member's own cache) at every member call
+
+    def record(module, args, kwargs):
+        member_cache = kwargs.get("cache", kwargs.get("past_key_values"))  # its name from transformers 5.24 on
+        seen.append((kwargs["input_ids"].shape[1], member_cache.get_seq_length() if member_cache is not None else 0))
+
+    hook = ensemble.members[0].register_forward_pre_hook(record, with_kwargs=True)
     try:
         cached = ensemble.generate(ids, max_new_tokens=8, do_sample=False)
     finally:
         hook.remove()
-    assert seen_lengths == [ids.shape[1]] + [1] * 7  # prefill once, then one new token per step
+    # prefill once, then one new token per step on top of the member's own cache of everything before it
+    assert seen == [(ids.shape[1], 0)] + [(1, ids.shape[1] + step) for step in range(7)]
 
     manual = ids
     with torch.no_grad():

@@ -38,6 +38,9 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja")
 # Config keys different architectures use for their context length (MPT says max_seq_len).
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "n_ctx")
+# transformers 5.24 renamed the cache in model outputs and generate()'s model kwargs from `past_key_values` to
+# `cache`; generate() only feeds a cache back into forward() when the output carries it under its own name.
+_OUTPUT_CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
 class EnsembleConfig(PretrainedConfig):
@@ -92,6 +95,7 @@ class EnsembleForCausalLM(PreTrainedModel, GenerationMixin):
         # Which members take position_ids (Llama, GPT-NeoX do; MPT uses ALiBi and does not). Passing them keeps
         # left-padded batched generation identical to each member's own generate().
         self._takes_position_ids = ["position_ids" in inspect.signature(m.forward).parameters for m in members]
+        self._cache_args = [_cache_arg(m) for m in members]
 
     def _init_weights(self, module: nn.Module) -> None:
         """Nothing to initialise: the ensemble owns no parameters of its own."""
@@ -126,17 +130,20 @@ class EnsembleForCausalLM(PreTrainedModel, GenerationMixin):
     def forward(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.LongTensor | None = None, past_key_values: EnsembleCache | None = None,
                 labels: torch.LongTensor | None = None, use_cache: bool | None = None,
-                **kwargs) -> CausalLMOutputWithPast:
+                cache: EnsembleCache | None = None, **kwargs) -> CausalLMOutputWithPast:
+        # transformers >= 5.24 hands the cache to forward() as `cache`; earlier 5.x as `past_key_values`.
+        ensemble_cache = cache if cache is not None else past_key_values
         use_cache = bool(use_cache)
-        caches = past_key_values.member_caches if past_key_values is not None else [None] * len(self.members)
+        caches = ensemble_cache.member_caches if ensemble_cache is not None else [None] * len(self.members)
         member_log_probs, new_caches = [], []
-        for member, cache, takes_pos in zip(self.members, caches, self._takes_position_ids):
+        for member, member_cache, takes_pos, cache_arg in zip(self.members, caches, self._takes_position_ids,
+                                                              self._cache_args):
             extra = {"position_ids": position_ids} if takes_pos and position_ids is not None else {}
-            out = member(input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache,
-                         use_cache=use_cache, return_dict=True, **extra)
+            out = member(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache, return_dict=True,
+                         **{cache_arg: member_cache}, **extra)
             # .to(): with a device_map, members may sit on different devices; mix on the first member's.
             member_log_probs.append(torch.log_softmax(out.logits.float(), dim=-1).to(self.device))
-            new_caches.append(out.past_key_values if use_cache else None)
+            new_caches.append(_output_cache(out) if use_cache else None)
         stacked = torch.stack(member_log_probs)  # [members, batch, seq, vocab]
         log_weights = self.log_weights.to(stacked.device).view(-1, 1, 1, 1)
         log_probs = torch.logsumexp(stacked + log_weights, dim=0)
@@ -146,8 +153,20 @@ class EnsembleForCausalLM(PreTrainedModel, GenerationMixin):
             # The log-probs are normalised, so cross-entropy on them is exactly the ensemble's NLL.
             loss = nn.functional.cross_entropy(log_probs[:, :-1].reshape(-1, log_probs.shape[-1]),
                                                labels[:, 1:].reshape(-1).to(log_probs.device), ignore_index=-100)
+        # The output field carries the installed transformers' cache name, so generate() feeds it back next step.
         return CausalLMOutputWithPast(loss=loss, logits=log_probs,
-                                      past_key_values=EnsembleCache(new_caches) if use_cache else None)
+                                      **{_OUTPUT_CACHE_FIELD: EnsembleCache(new_caches) if use_cache else None})
+
+
+def _cache_arg(member: nn.Module) -> str:
+    """The keyword a member's forward() takes its key/value cache by (`cache` from transformers 5.24 on)."""
+    params = inspect.signature(member.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _output_cache(out: CausalLMOutputWithPast):
+    """The cache a member returned, under either name transformers 5.x uses."""
+    return out.get("cache", out.get("past_key_values"))
 
 
 def save_ensemble(member_dirs: Sequence[str | Path], weights: Sequence[float] | None,

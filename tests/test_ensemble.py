@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -60,20 +64,54 @@ def test_loss_is_the_mean_next_token_nll_of_the_mixture(ensemble, members, token
     assert loss.item() == pytest.approx(expected.item(), abs=1e-5)
 
 
-def test_config_stores_members_relative_so_a_moved_run_still_loads(tmp_path, tiny_neox_pair, members, tokenizer):
+def test_members_are_stored_inside_so_a_copy_loads_after_the_originals_are_gone(tmp_path, tiny_neox_pair, members,
+                                                                                tokenizer):
     run = tmp_path / "run"
     for name, src in zip(("a", "b"), tiny_neox_pair):
         shutil.copytree(src, run / "models" / name)
     save_ensemble([run / "models" / "a", run / "models" / "b"], None, run / "ensemble")
-    text = (run / "ensemble" / "config.json").read_text()
-    assert '"../models/a"' in text and str(tmp_path) not in text
-    assert not list((run / "ensemble").glob("*.safetensors"))  # members' weights are not copied
-    moved = shutil.move(run, tmp_path / "moved")
-    ens = AutoModelForCausalLM.from_pretrained(f"{moved}/ensemble")
+    config = json.loads((run / "ensemble" / "config.json").read_text())
+    assert config["members"] == ["members/0", "members/1"] and str(tmp_path) not in json.dumps(config)
+    assert (run / "ensemble" / "members" / "1" / "model.safetensors").read_bytes() == (
+        run / "models" / "b" / "model.safetensors").read_bytes()
+    copied = shutil.copytree(run / "ensemble", tmp_path / "elsewhere" / "ens")
+    shutil.rmtree(run)  # the member models it was built from are gone
+    ens = AutoModelForCausalLM.from_pretrained(str(copied))
     ids = tokenizer(TEXT, return_tensors="pt").input_ids
     with torch.no_grad():
         got = ens(ids).logits.double()
     torch.testing.assert_close(got, _direct_log_probs(members, ids, (0.5, 0.5)), atol=1e-5, rtol=0)
+
+
+_FRESH_PROCESS = """
+import json, sys
+import torch
+from transformers import AutoModelForCausalLM
+ens = AutoModelForCausalLM.from_pretrained(sys.argv[1], trust_remote_code=True)
+with torch.no_grad():
+    log_probs = ens(torch.tensor([json.loads(sys.argv[2])])).logits
+torch.save(log_probs, sys.argv[3])
+print(json.dumps({"class": type(ens).__name__, "fusebench_imported": any(m.split('.')[0] == 'fusebench'
+                                                                         for m in sys.modules)}))
+"""
+
+
+def test_a_copied_ensemble_loads_with_remote_code_in_a_process_that_never_imports_fusebench(
+        tmp_path, ensemble_dir, ensemble, tokenizer):
+    copied = shutil.copytree(ensemble_dir, tmp_path / "copy" / "ensemble")
+    assert json.loads((copied / "config.json").read_text())["auto_map"]["AutoModelForCausalLM"] == (
+        "modeling_fusebench_ensemble.EnsembleForCausalLM")
+    ids = tokenizer(TEXT).input_ids
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "hf_modules"), "PYTHONPATH": ""}
+    done = subprocess.run([sys.executable, "-c", _FRESH_PROCESS, str(copied), json.dumps(ids),
+                           str(tmp_path / "lp.pt")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report == {"class": "EnsembleForCausalLM", "fusebench_imported": False}
+    with torch.no_grad():
+        expected = ensemble(torch.tensor([ids])).logits
+    torch.testing.assert_close(torch.load(tmp_path / "lp.pt"), expected, atol=1e-6, rtol=0)
 
 
 def test_lm_eval_hflm_scores_the_ensemble_like_any_model(ensemble, members, tokenizer):

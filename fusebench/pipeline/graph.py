@@ -29,7 +29,7 @@ CODE = {
     "vocabmap": ("fusebench.align.vocab_map",),
     "align": ("fusebench.align.corpus", "fusebench.align.transfer", "fusebench.align.dtw",
               "fusebench.align.offsets", "fusebench.extract.store"),
-    "ensemble": ("fusebench.ensemble.model",),
+    "ensemble": ("fusebench.ensemble.model", "fusebench.ensemble.modeling"),
     "merge": ("fusebench.merge.merge",),
     "eval": ("fusebench.evaluate.api", "fusebench.evaluate.runner", "fusebench.evaluate.suites"),
 }
@@ -56,10 +56,43 @@ def check_registry_names(recipe: Recipe) -> None:
         check(suite, SUITES, "evaluate.suites")
 
 
+# roles of the fixed inputs of a comparison: trained once, whatever `seeds` says
+SHARED_ROLES = {"target", "source", "teacher", "expert", "base", "reference"}
+
+
+def seed_dependent(recipe: Recipe) -> set[str]:
+    """The models trained once per seed when a recipe lists `seeds`.
+
+    What a comparison varies is the continual training of the compared methods: the CLM control, KD and FuseLLM
+    (`init:` models whose role is not one of SHARED_ROLES) - their training seed sets their data order. Models made
+    from such a model (ensembles, merges, further training, a teacher) depend on the seed too. Everything else is
+    shared by every seed: corpora, tokenizers, pretrained models and their continual variants that serve as inputs
+    (sources, experts, teachers), and therefore the teachers' extracted stores and their alignments."""
+    out: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for name, m in recipe.models.items():
+            if name in out:
+                continue
+            own = bool(m.init) and m.role not in SHARED_ROLES
+            inputs = [m.init, *m.teachers, *(m.ensemble or []), *((m.merge.models + [m.merge.base]) if m.merge else [])]
+            if own or any(x in out for x in inputs if x):
+                out.add(name)
+                changed = True
+    return out
+
+
 class GraphBuilder:
     def __init__(self, recipe: Recipe):
         self.recipe = recipe
         self.stages: dict[str, Stage] = {}
+        self.dependent = seed_dependent(recipe) if recipe.seeds else set()
+        self.seed: int | None = None          # the seed being built (build_stages sets it)
+
+    def sfx(self, model: str) -> str:
+        """`.s<seed>` after the name of a seed-dependent model's stages; empty for shared ones."""
+        return f".s{self.seed}" if self.seed is not None and model in self.dependent else ""
 
     def add(self, sid: str, config: dict, inputs: list[str], run, resumable: bool = False,
             extra_code: tuple[str, ...] = ()) -> str:
@@ -95,15 +128,42 @@ class GraphBuilder:
             return self.tokenizer_of(m.merge.models[0])
         return self.model(model)
 
+    def _tokenizer_files(self, model: str) -> tuple[str, str | None] | None:
+        """(local directory or hub id, revision) holding `model`'s pretrained tokenizer, if it has one."""
+        m = self.recipe.models[model]
+        if m.tokenizer:
+            t = self.recipe.tokenizers[m.tokenizer]
+            return (t.path, None) if t.kind == "pretrained" else None
+        nxt = m.init or (m.ensemble or [None])[0] or (m.merge.models[0] if m.merge else None)
+        if nxt:
+            return self._tokenizer_files(nxt)
+        return (m.path, m.revision) if m.path else None
+
+    def same_tokenizer(self, a: str, b: str) -> bool:
+        """Whether models a and b tokenize identically: the same tokenizer stage, or pretrained tokenizers with the
+        same fingerprint (Llama-2-13B and Llama-2-7B). Such a teacher needs no vocab map and no alignment."""
+        if self.tokenizer_of(a) == self.tokenizer_of(b):
+            return True
+        from fusebench.models.hub import local_tokenizer_fingerprint
+
+        fa, fb = (self._tokenizer_files(x) for x in (a, b))
+        if fa is None or fb is None:
+            return False
+        ha = local_tokenizer_fingerprint(*fa)
+        return ha is not None and ha == local_tokenizer_fingerprint(*fb)
+
     # --- models ---
     def model(self, name: str) -> str:
-        sid = f"model:{name}"
+        sid = f"model:{name}{self.sfx(name)}"
         if sid in self.stages:
             return sid
         m = self.recipe.models[name]
+        if self.sfx(name) and m.train:   # seed s offsets the model's own training seed: seed 0 is the plain run
+            m = m.model_copy(update={"train": m.train.model_copy(update={"seed": m.train.seed + self.seed})})
         cfg = m.model_dump(exclude={"role"})
         if m.path:
-            return self.add(sid, cfg, [], S.pointer_model(m.path, m.trust_remote_code))
+            return self.add(sid, cfg, [], S.pointer_model(m.path, m.trust_remote_code, m.revision),
+                            extra_code=("fusebench.models.hub",))
         if m.gguf:
             return self.add(sid, cfg, [], S.gguf_model(m.gguf))
         if m.ensemble:
@@ -117,7 +177,8 @@ class GraphBuilder:
 
     def _trained(self, name: str, m: ModelSpec, sid: str, cfg: dict) -> str:
         tok_stage = self.tokenizer_of(name)
-        chunks = self.chunks(m.train.corpus, tok_stage, m.train.seq_len, m.train.steps * m.train.batch_size)
+        cap = m.train.steps * m.train.batch_size if m.train.steps else None
+        chunks = self.chunks(m.train.corpus, tok_stage, m.train.seq_len, cap)
         inputs = [chunks]
         init = self.model(m.init) if m.init else None
         tokenizer = None if m.init else self.tokenizer(m.tokenizer)
@@ -127,7 +188,9 @@ class GraphBuilder:
             fusion = m.fusion or FusionSpec()
             cfg["fusion"] = fusion.model_dump()
             own_store = self.extract(m.init, chunks, fusion, m.train.seq_len)
-            teacher_stages = [(t, self.aligned(t, m.init, chunks, own_store, fusion, m.train.seq_len))
+            # a teacher sharing the target's tokenizer feeds its own store: its ids already are the target's
+            teacher_stages = [(t, self.extract(t, chunks, fusion, m.train.seq_len) if self.same_tokenizer(t, m.init)
+                               else self.aligned(t, m.init, chunks, own_store, fusion, m.train.seq_len))
                               for t in m.teachers]
             inputs += [own_store] + [a for _, a in teacher_stages]
             m = m.model_copy(update={"fusion": fusion})
@@ -135,18 +198,18 @@ class GraphBuilder:
                         resumable=True, extra_code=CODE["model+teachers"] if m.teachers else ())
 
     # --- the fusion data path ---
-    def chunks(self, corpus: str, tok_stage: str, seq_len: int, max_sequences: int) -> str:
-        """The training texts: at most one epoch of what the run will read, so teachers extract nothing unused."""
+    def chunks(self, corpus: str, tok_stage: str, seq_len: int, max_sequences: int | None) -> str:
+        """The training texts, packed: one epoch, or what capped steps will read, so teachers extract nothing unused."""
         c = self.corpus(corpus)
         tok_name = tok_stage.split(":", 1)[1]
-        return self.add(f"chunks:{corpus}.{tok_name}.{seq_len}.n{max_sequences}",
+        return self.add(f"chunks:{corpus}.{tok_name}.{seq_len}.{f'n{max_sequences}' if max_sequences else 'epoch'}",
                         {"seq_len": seq_len, "max_sequences": max_sequences}, [c, tok_stage],
                         S.chunks(c, tok_stage, seq_len, max_sequences))
 
     def extract(self, model: str, chunks: str, fusion: FusionSpec, seq_len: int) -> str:
         mstage = self.model(model)
         cfg = {"top_k": fusion.top_k, "seq_len": seq_len}  # batch size does not change the result: not in the key
-        return self.add(f"extract:{model}@{chunks.split(':', 1)[1]}", cfg, [mstage, chunks],
+        return self.add(f"extract:{model}{self.sfx(model)}@{chunks.split(':', 1)[1]}", cfg, [mstage, chunks],
                         S.extract(mstage, chunks, fusion.top_k, fusion.extract_batch_size, seq_len), resumable=True)
 
     def aligned(self, teacher: str, target: str, chunks: str, target_store: str, fusion: FusionSpec,
@@ -156,7 +219,7 @@ class GraphBuilder:
         vmap = self.add(f"vocabmap:{src_tok.split(':', 1)[1]}->{tgt_tok.split(':', 1)[1]}.{fusion.vocab_map}",
                         {"kind": fusion.vocab_map}, [src_tok, tgt_tok], S.vocab_map(fusion.vocab_map, src_tok, tgt_tok))
         cfg = {"aligner": fusion.aligner, "fallback": fusion.fallback}
-        return self.add(f"align:{teacher}->{target}@{chunks.split(':', 1)[1]}.{fusion.aligner}.{fusion.vocab_map}."
+        return self.add(f"align:{teacher}{self.sfx(teacher)}->{target}{self.sfx(target)}@{chunks.split(':', 1)[1]}.{fusion.aligner}.{fusion.vocab_map}."
                         f"{fusion.fallback}", cfg, [src_store, target_store, vmap, src_tok, tgt_tok],
                         S.align(fusion.aligner, fusion.fallback, src_store, target_store, vmap, src_tok, tgt_tok))
 
@@ -171,8 +234,12 @@ class GraphBuilder:
             mstage = self.model(name)
             for suite in spec.suites:
                 inputs = [mstage] + (list(corpus_ids.values()) if suite == "perplexity" else [])
-                cfg = {**spec.model_dump(exclude={"models", "suites"}), "suite": suite, "name": name}
-                out.append(self.add(f"eval:{name}.{suite}", cfg, inputs,
+                cfg = {**spec.model_dump(exclude={"models", "suites", "data", "backend", "max_length"}),
+                       "data": spec.data_for(suite), "backend": spec.backend_for(suite),
+                       "max_length": spec.max_length_for(name), "suite": suite, "name": name}
+                if self.sfx(name):
+                    cfg["seed"] = self.seed       # publish_results files it under <model>/seed-<seed>/
+                out.append(self.add(f"eval:{name}{self.sfx(name)}.{suite}", cfg, inputs,
                                     S.evaluate(name, mstage, suite, spec, corpus_ids if suite == "perplexity" else {},
                                                self.recipe.name)))
         return out
@@ -181,7 +248,9 @@ class GraphBuilder:
 def build_stages(recipe: Recipe) -> list[Stage]:
     check_registry_names(recipe)
     g = GraphBuilder(recipe)
-    for name in recipe.models:
-        g.model(name)
-    g.evaluations()
+    for seed in recipe.seeds or [None]:   # shared stages are added once (same id), seed-dependent ones per seed
+        g.seed = seed
+        for name in recipe.models:
+            g.model(name)
+        g.evaluations()
     return list(g.stages.values())

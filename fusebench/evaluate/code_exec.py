@@ -17,7 +17,8 @@ import shutil
 from dataclasses import dataclass, field
 
 from fusebench.errors import FusebenchError
-from fusebench.evaluate.sandbox import SYSTEM_PATH, ExecResult, Limits, run_sandboxed
+from fusebench.sandbox import SYSTEM_PATH, Limits, run
+from fusebench.sandbox import Result as ExecResult
 
 # The JVM sizes its heap and GC/JIT thread pools from the machine; pin them small so a run fits the sandbox's
 # process and memory limits on any host, and stop at the C1 JIT, which starts far faster for 1-second programs.
@@ -104,11 +105,13 @@ def truncate_at_stop(completion: str, stop_tokens: list[str] | tuple[str, ...]) 
 
 
 def run_tests(language_name: str, program: str, limits: Limits | None = None) -> ExecResult:
-    """Build and run one complete program (solution + tests) in the sandbox; "passed" means it exited 0."""
+    """Build and run one complete program (solution + tests) in the sandbox; "passed" means it exited 0.
+
+    Raises SandboxError (a FusebenchError) when no sandbox can run here and the weaker mode was not named."""
     lang = language(language_name)
     check_toolchain(lang)
-    return run_sandboxed(["/bin/sh", "-c", lang.command], {lang.file_name: program}, limits or lang.limits,
-                         env=lang.env)
+    return run(["/bin/sh", "-c", lang.command], files={lang.file_name: program}, limits=limits or lang.limits,
+               env=lang.env)
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from fusebench.evaluate.runner import generation_cap
+from fusebench.sandbox import UNSANDBOXED, modes_used, requested
 
 PACKAGES = ("torch", "transformers", "lm_eval", "datasets", "tokenizers", "accelerate", "fusebench")
 
@@ -75,6 +75,13 @@ def git_commit() -> str | None:
         return None
 
 
+def code_sandbox_record() -> dict:
+    """How generated code was run in this process: `unsandboxed` is true when the weaker mode was named or used."""
+    used = modes_used()
+    return {"requested": requested(), "modes_used": used,
+            "unsandboxed": requested() in UNSANDBOXED or any(m in UNSANDBOXED for m in used)}
+
+
 def build_manifest(*, suite: str, model: str | Path, model_name: str, weights_hash: str | None, run_id: str,
                    plan, results: dict, scores: list[Score], handle, limit: int | None, seed: int,
                    online: bool) -> dict:
@@ -95,11 +102,12 @@ def build_manifest(*, suite: str, model: str | Path, model_name: str, weights_ha
         "model": {"name": model_name, "path": str(Path(model).resolve()) if Path(model).exists() else str(model),
                   "weights_sha256": weights_hash},
         "backend": {"name": handle.backend, "device": handle.device, "dtype": handle.dtype,
-                    "max_length": handle.max_length, "max_gen_toks_cap": generation_cap(handle)},
+                    "max_length": handle.max_length},
+        "gen_kwargs": plan.gen_kwargs,
         "data_source": "hub (online)" if online else "packaged (offline)",
         "tasks": tasks, "limit": limit,
         "seeds": {"random": seed, "numpy": seed, "torch": seed, "fewshot": seed},
-        "packages": package_versions(), "git_commit": git_commit(),
+        "packages": package_versions(), "git_commit": git_commit(), "code_sandbox": code_sandbox_record(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "scores": [asdict(s) for s in scores],
     }

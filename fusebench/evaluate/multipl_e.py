@@ -60,9 +60,10 @@ def _pass_at_1(lang: str, programs: list[str]) -> float:
     results = [run_tests(lang, program) for program in programs]
     broken = next((r for r in results if r.status == "error"), None)
     if broken is not None:  # a broken sandbox must not pass for a model that writes wrong code
-        raise FusebenchError(f"the code sandbox could not run a {lang} program: {broken.stderr.strip()[-500:]}. "
-                             f"Check that `unshare` and `setpriv` (util-linux) work here, or set "
-                             f"FUSEBENCH_SANDBOX_MODE=rlimits to fall back to resource limits only.")
+        raise FusebenchError(f"the code sandbox itself failed before running a {lang} program (its own "
+                             f"out-of-band status, not anything the program printed): "
+                             f"{broken.stderr.strip()[-500:]}. Fix the sandbox engine named there (see "
+                             f"docs/EVALUATION.md, 'Sandboxed code execution').")
     return pass_at_k(len(results), sum(r.passed for r in results), 1)
 
 

@@ -38,37 +38,43 @@ class Language:
     limits: Limits = Limits()
 
 
-# Compile-heavy languages get more wall/CPU time; the numbers leave room for a loaded 2-core machine.
-_SLOW = Limits(wall_s=60.0, cpu_s=60)
+# Timeouts follow MultiPL-E's evaluators (evaluation/src/eval_*.py there): 15 s per subprocess, so 15 s for an
+# interpreted run and 30 s for build + run (cpp, java, ts), 30 s for `go test`, and for Rust (build unbounded there,
+# run 5 s) 30 s. One wall limit covers the whole build-and-run command here, not one per step.
+_RUN = Limits(wall_s=15.0, cpu_s=15)
+_BUILD_RUN = Limits(wall_s=30.0, cpu_s=30)
 
+# Stop tokens are MultiPL-E's (the `stop` of each dataset_builder/humaneval_to_<lang>.py, also every row's
+# `stop_tokens`); commands are MultiPL-E's build and run steps, with the sandbox's paths and JVM sizing.
 LANGUAGES: dict[str, Language] = {lang.name: lang for lang in [
-    Language("cpp", "main.cpp", "g++ -std=c++17 -O0 -o main main.cpp && ./main", ("g++",), "g++",
-             ("\n}",), limits=_SLOW),
-    # `go test` on a lone _test.go file needs no module; its build cache lives in the throwaway HOME.
-    Language("go", "main_test.go", "go test main_test.go", ("go",), "golang-go", ("\n}",),
+    Language("cpp", "main.cpp", "g++ main.cpp -o main -std=c++17 && ./main", ("g++",), "g++",
+             ("\n}",), limits=_BUILD_RUN),
+    # `go test` on a lone _test.go file needs no module; its build cache lives in the throwaway HOME. MultiPL-E's
+    # Go tests start with `func TestX(t *testing.T)`, so the completion closes its own function before "\nfunc".
+    Language("go", "main_test.go", "go test main_test.go", ("go",), "golang-go", ("\nfunc", "struct", "\n// "),
              env={"GOCACHE": "/tmp/work/.gocache", "GOPATH": "/tmp/work/.gopath", "GOFLAGS": "-count=1",
-                  "GO111MODULE": "auto", "GOMAXPROCS": "2", "CGO_ENABLED": "0"}, limits=_SLOW),
+                  "GO111MODULE": "auto", "GOMAXPROCS": "2", "CGO_ENABLED": "0"}, limits=_BUILD_RUN),
     Language("java", "Problem.java",
              f"javac -J{' -J'.join(_JVM_FLAGS.split())} -encoding UTF8 -cp {_JAVATUPLES} -d . Problem.java && "
              f"java {_JVM_FLAGS} -ea -cp .:{_JAVATUPLES} Problem",
-             ("javac", "java"), "default-jdk-headless libjavatuples-java", ("\n    }\n",), limits=_SLOW),
+             ("javac", "java"), "default-jdk-headless libjavatuples-java", ("\n    }\n",), limits=_BUILD_RUN),
     Language("js", "main.js", "node main.js", ("node",), "nodejs",
-             ("\nfunction ", "\n/*", "\n//", "\nconsole.log"), env={"UV_THREADPOOL_SIZE": "2"}),
+             ("\nfunction ", "\n/*", "\n//", "\nconsole.log"), env={"UV_THREADPOOL_SIZE": "2"}, limits=_RUN),
     Language("php", "main.php", "php main.php", ("php",), "php-cli",
-             ("\nfunction", "\n?>", "\n//", "\n#")),
+             ("\nfunction", "\n?>", "\n//", "\n#"), limits=_RUN),
     Language("py", "main.py", "python3 main.py", ("python3",), "python3",
-             ("\ndef", "\n#", "\nif", "\nclass")),
-    Language("r", "main.r", "Rscript main.r", ("Rscript",), "r-base-core", ("\n#", '\n```')),
+             ("\ndef", "\n#", "\nif", "\nclass"), limits=_RUN),
+    Language("r", "main.r", "Rscript main.r", ("Rscript",), "r-base-core", ("\n#", '\n```'), limits=_RUN),
     Language("rb", "main.rb", "ruby main.rb", ("ruby",), "ruby ruby-test-unit",
-             ("\nclass", "\ndef", "\n#", "\n\n")),
-    # Edition 2021 so completions may use today's prelude (TryFrom, ...); rustc's default is 2015.
-    Language("rs", "main.rs", "rustc --edition 2021 -o main main.rs && ./main", ("rustc",), "rustc",
-             ("\n}",), limits=_SLOW),
-    # tsc exits non-zero on type errors: like MultiPL-E, a program that does not type-check fails.
+             ("\nclass", "\ndef", "\n#", "\n\n"), limits=_RUN),
+    # rustc with its default edition (2015), as MultiPL-E's eval_rust.py runs it: the prompts were made for it.
+    Language("rs", "main.rs", "rustc main.rs -o main && ./main", ("rustc",), "rustc",
+             ("\n}",), limits=_BUILD_RUN),
+    # tsc exits non-zero on type errors: as in MultiPL-E (same flags), a program that does not type-check fails.
     Language("ts", "main.ts",
-             "tsc --target esnext --lib esnext --module commonjs --skipLibCheck main.ts && node main.js",
+             "tsc --target esnext main.ts && node main.js",
              ("tsc", "node"), "node-typescript nodejs", ("\nfunction ", "\n/*", "\n//", "\nclass"),
-             env={"UV_THREADPOOL_SIZE": "2"}, limits=_SLOW),
+             env={"UV_THREADPOOL_SIZE": "2"}, limits=_BUILD_RUN),
 ]}
 # Other spellings seen in datasets and harnesses.
 ALIASES = {"python": "py", "javascript": "js", "rust": "rs", "ruby": "rb", "typescript": "ts", "c++": "cpp"}

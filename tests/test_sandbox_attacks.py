@@ -205,6 +205,33 @@ def test_writes_to_host_directories_never_reach_the_host(leaves_nothing):
                 Path(p).unlink(missing_ok=True)
 
 
+def test_only_the_capped_tmpfs_mounts_are_writable_inside(leaves_nothing):
+    # the sandbox's own root and /dev are tmpfs without a size cap: they must be read-only to the program
+    code = """
+    import os, sys
+    wrote = []
+    for d in ['/', '/dev', '/etc', '/usr', '/proc']:
+        try:
+            with open(os.path.join(d, 'fusebench-attack'), 'wb') as f:
+                f.write(b'x')
+            wrote.append(d)
+        except OSError:
+            pass
+        try:
+            os.mkdir(os.path.join(d, 'fusebench-attack-dir'))
+            wrote.append(d + ' (mkdir)')
+        except OSError:
+            pass
+    open('/tmp/work/ok', 'w').write('x')  # the work dir, /tmp and /dev/shm stay writable
+    open('/tmp/ok', 'w').write('x')
+    open('/dev/shm/ok', 'w').write('x')
+    print(wrote)
+    sys.exit(1 if wrote else 0)
+    """
+    result = run_py(code)
+    assert result.status == "passed", result.stdout + result.stderr
+
+
 def test_stdout_bomb_is_capped_and_fast(leaves_nothing):
     result = run_py("import sys\nfor _ in range(200):\n    sys.stdout.write('x' * 500_000)\n    "
                  "sys.stderr.write('y' * 100_000)\n", Limits(**{**SMALL.__dict__, "wall_s": 20}))

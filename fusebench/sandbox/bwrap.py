@@ -5,8 +5,9 @@ is root), so it builds the sandbox inside an unprivileged user namespace: the pr
 unprivileged uid, never 0, with no capabilities, and it may not create further user namespaces. It gets new
 user, PID, network (loopback only, down), mount, IPC, UTS and cgroup namespaces; a root filesystem of read-only
 binds of the system directories (/usr, /etc and the /bin, /lib... links), where /etc's files that are not
-world-readable (shadow, gshadow...) are replaced by empty ones; fresh /proc and /dev; and, writable, only a
-size-capped tmpfs on /tmp (holding the work dir, filled from memfds) and one on /dev/shm. Nothing it writes
+world-readable (shadow, gshadow...) are covered by /dev/null; fresh /proc and a read-only /dev; and, writable,
+only a size-capped tmpfs on /tmp (holding the work dir, filled from memfds) and one on /dev/shm (bwrap's own
+tmpfs root is remounted read-only once the mounts are made). Nothing it writes
 reaches the host's disk, and every process dies with the PID namespace when the program exits or bwrap dies.
 
 Status travels out of band: bwrap writes `{"exit-code": N}` to a pipe only the evaluator holds
@@ -76,4 +77,6 @@ def command(argv: list[str], *, uid: int, limits: Limits, file_fds: dict[str, in
                 args += ["--dir", str(parent)]
                 made.add(str(parent))
         args += ["--perms", "0644", "--file", str(fd), str(dest)]
+    # bwrap's own root and /dev are tmpfs owned by the sandbox uid with no size cap: make them read-only last
+    args += ["--remount-ro", "/dev", "--remount-ro", "/"]
     return [*args, "--chdir", WORK_DIR, "--", "/bin/bash", "-c", READY_SCRIPT, "sandbox", str(ready_fd), *argv]

@@ -44,8 +44,22 @@ def host_state() -> dict:
     return {"shm": {line.split()[1] for line in shm},
             "sem": {line.split()[1] for line in Path("/proc/sysvipc/sem").read_text().splitlines()[1:]},
             "msg": {line.split()[1] for line in Path("/proc/sysvipc/msg").read_text().splitlines()[1:]},
-            "mounts": Path("/proc/self/mountinfo").read_text(),
+            "mounts": _mounts_a_sandbox_could_leak(),
             "tmp_dirs": {p.name for p in Path("/tmp").glob("fusebench-sandbox-*")}}
+
+
+# Where a sandbox mounts (its own namespace) — a mount appearing there on the host would be a leak. Other mounts
+# may come and go with unrelated work on a shared machine.
+_SANDBOX_MOUNT_POINTS = ("/", "/tmp", "/var/tmp", "/dev", "/dev/shm", "/run/lock", "/proc", "/usr", "/etc", "/opt")
+
+
+def _mounts_a_sandbox_could_leak() -> list[tuple[str, str]]:
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point, fstype = line.split()[4], line.split(" - ")[1].split()[0]
+        if point in _SANDBOX_MOUNT_POINTS or point.startswith(("/tmp/", "/newroot")):
+            found.append((point, fstype))
+    return sorted(found)
 
 
 @pytest.fixture()

@@ -179,6 +179,12 @@ def test_non_root_without_namespaces_refuses_unless_the_weaker_mode_is_named():
     if _engine_works("bwrap"):  # user namespaces allowed: non-root gets the full sandbox
         sandboxed = json.loads(_as_nobody(code, userns=True).stdout.splitlines()[-1])
         assert sandboxed == ["passed", "bwrap", "ran\n"]
+        # the old non-root mode let the program `umount /tmp` and see the host's /tmp
+        umount = _as_nobody(code.replace("""['python3', '-c', 'print("ran")']""",
+                                         """['/bin/sh', '-c', 'umount -l /tmp && echo unmounted; id -u']"""),
+                            userns=True)
+        status, mode, out = json.loads(umount.stdout.splitlines()[-1])
+        assert mode == "bwrap" and "unmounted" not in out and out.split()[-1] == "65534"
 
 
 @pytest.mark.parametrize("mode", ["rlimits", ""])

@@ -21,6 +21,7 @@ COMMANDS = {
     "report": "fusebench.report.cli:main",
     "leaderboard": "fusebench.report.leaderboard:main",
     "bench": "fusebench.bench:main",
+    "verify": "fusebench.pipeline.integrity:main",
 }
 
 
@@ -85,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="reports")
     p.add_argument("--workdir", default=None)
     p.add_argument("--limit", type=int, default=None)
+
+    p = sub.add_parser("verify", help="check every finished stage's files against the checksums recorded when it finished")
+    p.add_argument("workdir", nargs="?", default="runs", help="a run's workdir, a parent of several, or one store (default: runs/)")
+    p.add_argument("--adopt", action="store_true", help="record checksums for stages finished before they were recorded")
 
     p = sub.add_parser("bench", help="speed and memory benchmarks, as ratios against baselines measured in the same run")
     p.add_argument("--json", action="store_true", help="print one JSON object (keys documented in bench/README.md)")

@@ -97,6 +97,9 @@ def evaluate_model(model: str | Path, suites: list[str] | str, *, name: str | No
     ctx = SuiteContext(workdir, online, {k: Path(v) for k, v in (corpora or {}).items()})
     plans = {suite: plan_suite(suite, ctx, only) for suite, only in wanted.items()}
 
+    from fusebench.models.load import check_source
+
+    check_source(model)  # a missing path or a broken config.json is a clear error, not a traceback
     weights_hash = weights_sha256(model)
     handle = build_lm(model, backend=backend, batch_size=batch_size, device=device, dtype=dtype,
                       max_length=max_length, trust_remote_code=trust_remote_code)

@@ -285,8 +285,24 @@ class DistributionStore:
                 except (ValueError, OSError, EOFError) as err:
                     raise FusebenchError(f"{folder / name} cannot be read ({err}): the store is corrupted. "
                                          f"Delete {self.path} and rerun the extraction.") from None
+            self._check_headers(index, arrays)
             self._open[index] = arrays
         return self._open[index]
+
+    def _check_headers(self, index: int, arrays: dict[str, np.ndarray]) -> None:
+        """A damaged .npy header can still parse, with another shape or dtype: compare with shard.json's counts."""
+        info = self.meta["shards"][index]
+        tokens, seqs, k, ids = info["num_tokens"], info["num_sequences"], self.top_k, self.meta["id_dtype"]
+        expected = {"input_ids.npy": ((tokens,), ids), "offsets.npy": ((seqs + 1,), "int64"),
+                    "topk_ids.npy": ((tokens, k), ids), "topk_nlp.npy": ((tokens, k), "uint16"),
+                    "sequence_ce.npy": ((seqs,), "float32")}
+        for name, (shape, dtype) in expected.items():
+            a = arrays[name]
+            if a.shape != shape or a.dtype != np.dtype(dtype):
+                raise FusebenchError(
+                    f"{self.path / shard_name(index) / name} has a damaged header: it says {a.dtype}{list(a.shape)} "
+                    f"where meta.json expects {dtype}{list(shape)}: the store is corrupted. Delete {self.path} and "
+                    "rerun the extraction.")
 
     def sequence(self, i: int) -> SequenceDistributions:
         """Decode sequence i (0-based over the whole store)."""

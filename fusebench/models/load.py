@@ -24,8 +24,8 @@ def model_type(path_or_id: str | Path) -> str | None:
         return None
     try:
         return json.loads(config.read_text(encoding="utf-8")).get("model_type")
-    except json.JSONDecodeError as err:
-        raise FusebenchError(f"{config} is not valid JSON ({err}); re-save the model with save_pretrained.") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise FusebenchError(f"{config} is not valid JSON ({err}); re-save the model with save_pretrained.") from None
 
 
 def _resolve_dtype(dtype, device: str):
@@ -48,22 +48,23 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _check_source(path_or_id: str | Path) -> None:
-    """Fail early, in words, on a path that does not exist or a hub id requested while offline."""
+def check_source(path_or_id: str | Path) -> None:
+    """Fail early, in words, on a path that does not exist, a directory whose config.json is not JSON, or a hub id
+    requested while offline."""
     path = Path(path_or_id)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise FusebenchError(f"{path} has no config.json, so it is not a Hugging Face model directory. "
                                  "Point to the directory save_pretrained wrote (config.json + *.safetensors).")
-        if not any(path.glob("*.safetensors")) and model_type(path) != ENSEMBLE_MODEL_TYPE:
+        if model_type(path) != ENSEMBLE_MODEL_TYPE and not any(path.glob("*.safetensors")):
             raise FusebenchError(f"{path} holds no *.safetensors weights; fusebench loads safetensors only (pickled "
                                  "*.bin files can run code). Re-save with model.save_pretrained(dir, "
                                  "safe_serialization=True).")
         return
     looks_local = str(path_or_id).startswith((".", "/", "~")) or path.suffix in (".json", ".safetensors")
     if looks_local or str(path_or_id).count("/") > 1:
-        raise FusebenchError(f"model {path_or_id!r} is neither an existing directory nor a hub id (owner/name). "
-                             "Check the path.")
+        raise FusebenchError(f"model {str(path_or_id)!r} does not exist: it is neither an existing directory nor a "
+                             "hub id (owner/name). Check the path.")
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         raise FusebenchError(f"model {path_or_id!r} is not a local directory and HF_HUB_OFFLINE=1 forbids the hub. "
                              "Download it once with network (huggingface-cli download) or pass a local directory; "
@@ -77,7 +78,7 @@ def load_causal_lm(path_or_id: str | Path, device: str | None = None, dtype=None
     """
     from transformers import AutoModelForCausalLM
 
-    _check_source(path_or_id)
+    check_source(path_or_id)
     if model_type(path_or_id) == ENSEMBLE_MODEL_TYPE:
         try:
             import fusebench.ensemble  # noqa: F401  (registers EnsembleForCausalLM with the Auto classes)

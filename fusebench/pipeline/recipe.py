@@ -241,10 +241,19 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if not path.exists():
         raise FusebenchError(f"recipe {str(path)!r} does not exist. Give the path to a YAML file, e.g. "
                              "recipes/tiny.yaml (see recipes/ for the shipped ones).")
+    if path.is_dir():
+        raise FusebenchError(f"recipe {str(path)!r} is a directory, not a recipe file. Give the path to a .yaml file "
+                             f"in it (e.g. {path / 'tiny.yaml'}).")
     if path.resolve() in seen:
         raise FusebenchError(f"recipe {path}: `include` loops back to itself ({' -> '.join(map(str, seen))}).")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[:err.start].count(b"\n") + 1
+        raise FusebenchError(f"recipe {path} is not UTF-8 text: byte {err.object[err.start]:#04x} on line {line} "
+                             "cannot be decoded. Save the file as UTF-8 (recipes are YAML text).") from None
+    except OSError as err:
+        raise FusebenchError(f"recipe {path} cannot be read: {err.strerror}. Check the path and its permissions.") from None
     except yaml.YAMLError as err:
         raise FusebenchError(f"recipe {path} is not valid YAML: {err}. Fix the syntax at the line shown.") from None
     # YAML anchors (&x / *x) make several keys share one object; break that sharing so an override of one key
@@ -262,7 +271,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise FusebenchError(f"override {text!r} is not of the form key.path=value (e.g. train.lr=2e-5).")
     key, value = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(value)
+    try:
+        return key.strip().split("."), yaml.safe_load(value)
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise FusebenchError(f"override {text!r}: the value {value!r} is not valid YAML ({problem}). Close its "
+                             f"brackets (e.g. {key}=[1, 2]) or quote it to pass a string ({key}='{value}').") from None
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:

@@ -8,6 +8,8 @@ On disk, under `<workdir>/cache/<kind>/`:
 - `<name>-<key16>.partial/`  work in progress; resumable stages keep checkpoints / shards there across crashes,
                              the others start it afresh;
 - `<name>-<key16>.lock`      held while the stage runs, so two runs sharing a cache never write the same stage.
+`.stage.json` records every file's size and sha256; a finished artifact is checked against it before a stage reads
+it, once per run (`fusebench.pipeline.integrity`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from typing import Callable
 
 from filelock import FileLock
 
-from fusebench.errors import FusebenchError
+from fusebench.errors import FusebenchError, is_disk_full
+from fusebench.pipeline import integrity
 
 log = logging.getLogger("fusebench")
 
@@ -81,6 +84,7 @@ class Runner:
             payload = {"kind": s.kind, "config": s.config, "inputs": [self.stages[i].key for i in s.inputs],
                        "code": _code_hash(s.code)}
             s.key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+        self._verified: set[Path] = set()  # finished artifacts checked (or written) by this run
 
     def _toposort(self) -> list[str]:
         order, state = [], {}
@@ -145,6 +149,10 @@ class Runner:
             # singleton, so extraction and training later share this one.
             state = PartialState(cpu=not torch.cuda.is_available())
             barrier, main = state.wait_for_everyone, state.is_main_process
+        if main:  # everything this run will read, checked before any work starts
+            for sid in todo:
+                if not self.is_done(sid):
+                    self.check_inputs(sid)
         for n, sid in enumerate(todo, 1):
             final, stage, counter = self.path(sid), self.stages[sid], f"[{n}/{len(todo)}]"
             barrier()
@@ -157,14 +165,50 @@ class Runner:
                     if self.is_done(sid):  # another run sharing this cache finished it while we waited
                         log.info("%s %s: finished by another run", counter, sid)
                         continue
+                    self.check_inputs(sid)  # inputs another run finished while we waited are checked here
                     self._run_stage(stage, final, counter)
             elif main:
                 with FileLock(str(final) + ".lock"):
+                    self.check_inputs(sid)
                     self._run_stage(stage, final, counter, barrier if stage.distributed else None)
             elif stage.distributed:
                 self._run_stage(stage, final, counter, barrier, worker=True)
+        if main:  # what the run hands back (evaluations to publish, the model asked for) is read next
+            for sid in todo:
+                if not any(sid in self.stages[o].inputs for o in todo):
+                    self.check(sid)
         barrier()
         return {sid: self.path(sid) for sid in todo}
+
+    def reads(self, sid: str) -> list[str]:
+        """The finished stages `sid` reads: its inputs, and an ensemble's members (it loads their weights)."""
+        out = []
+        for i in self.stages[sid].inputs:
+            out.append(i)
+            if self.stages[i].kind == "model" and self.stages[i].config.get("ensemble"):
+                out.extend(x for x in self.reads(i) if x not in out)
+        return out
+
+    def check_inputs(self, sid: str) -> None:
+        for i in self.reads(sid):
+            self.check(i, reader=sid)
+
+    def check(self, sid: str, reader: str | None = None) -> None:
+        """Verify a finished stage against the checksums recorded when it finished, once per run."""
+        path = self.path(sid)
+        if path in self._verified or not self.is_done(sid):
+            return
+        start = time.time()
+        problems = integrity.verify_stage(path)
+        if problems:
+            raise integrity.corrupted_error(path, problems, reader)
+        if problems is None:
+            log.warning("%s was finished before fusebench recorded checksums, so it is read unverified; "
+                        "`fusebench verify --adopt %s` records them as the files are now (or delete it to recompute)",
+                        path, self.workdir)
+        elif time.time() - start > 1:
+            log.info("verified %s in %.1fs", path.name, time.time() - start)
+        self._verified.add(path)
 
     def _run_stage(self, stage: Stage, final: Path, counter: str, barrier=None, worker: bool = False) -> None:
         """Run one stage into its `.partial` dir and rename it into place. With `barrier`, the other processes run
@@ -182,20 +226,27 @@ class Runner:
         ctx = StageContext(out=partial, inputs={i: self.path(i) for i in stage.inputs}, workdir=self.workdir)
         try:
             stage.run(ctx)
-        except OSError as err:
-            if err.errno == 28:  # ENOSPC: say so plainly; the partial dir is not mistaken for a finished stage
-                raise FusebenchError(f"the disk holding {self.workdir} is full while running {stage.id}. Free space "
-                                     "(or use --workdir on another disk) and run again: finished stages are kept "
-                                     "and this one resumes.") from None
+            if barrier:
+                barrier()  # every process has finished its share
+            if worker:
+                return
+            self._finish(stage, partial, final, start)
+        except Exception as err:
+            # a full disk says so plainly (torch and safetensors report it in their own words); the partial dir
+            # is never mistaken for a finished stage, and a resumable one keeps its last checkpoint
+            if is_disk_full(err, partial if partial.exists() else self.workdir):
+                raise FusebenchError(f"the disk holding {self.workdir} is full: {stage.id} could not write to "
+                                     f"{partial}. Free space (or use --workdir on another disk) and run again: "
+                                     "finished stages are kept and this one resumes.") from None
             raise
-        if barrier:
-            barrier()  # every process has finished its share
-        if worker:
-            return
+        self._verified.add(final)  # just hashed from the files as written
+        log.info("%s %s: done in %.1fs", counter, stage.id, time.time() - start)
+
+    def _finish(self, stage: Stage, partial: Path, final: Path, start: float) -> None:
         shutil.rmtree(partial / "_resume", ignore_errors=True)
         record = {"id": stage.id, "kind": stage.kind, "key": stage.key, "config": stage.config,
                   "inputs": {i: self.stages[i].key for i in stage.inputs}, "code_modules": list(stage.code),
-                  "seconds": round(time.time() - start, 2), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                  "seconds": round(time.time() - start, 2), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                  "files": integrity.record_files(partial)}
         (partial / ".stage.json").write_text(json.dumps(record, indent=2, default=str))
         partial.rename(final)  # the one atomic step that makes the stage finished
-        log.info("%s %s: done in %.1fs", counter, stage.id, time.time() - start)

@@ -128,6 +128,9 @@ def add_model(model: str, name: str | None, suites: list[str] | None, results: P
               limit: int | None) -> str:
     """Evaluate one new model on the leaderboard's suites (or `suites`) and store it as run `leaderboard-<name>`;
     the models already on the board are not evaluated again."""
+    from fusebench.models.load import check_source
+
+    check_source(model)  # a missing path says so before anything about the board's suites or corpora
     existing = primary_rows(ResultsStore(results).frame())
     name = name or Path(model.rstrip("/")).name
     if not existing.empty and name in set(existing["model"]):

@@ -200,7 +200,13 @@ def step_loss(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
 
 def _checkpoint(acc, resume_dir: Path, step: int, history: list[dict]) -> None:
     tmp = resume_dir / f"tmp-step-{step}"
-    acc.save_state(str(tmp))
+    try:
+        acc.save_state(str(tmp))
+    except BaseException:
+        # e.g. a full disk: drop the half-written state (never a `step-*` name, so never resumed from) to free its
+        # space; the previous checkpoint is only removed after this one is complete
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     acc.wait_for_everyone()
     if acc.is_main_process:
         (tmp / "log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))

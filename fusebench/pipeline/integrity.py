@@ -1,0 +1,153 @@
+"""Artifacts that verify themselves: every finished stage records its files' sizes and sha256 in `.stage.json`.
+
+The runner records them when a stage finishes (`record_files`, just before the atomic rename) and, before a stage
+reads a finished artifact, checks them (`check_files`) once per run per artifact: a same-size byte flip in a model's
+weights or a store's shard stops the run with exit 2 instead of publishing different numbers.
+
+Content is hashed every run that reads an artifact, never skipped on an unchanged (size, mtime): bit rot, a restored
+backup or `touch -r` all leave both unchanged, and mtime has coarse resolution on some filesystems, so that shortcut
+could not promise that a byte flip is caught. What keeps the cost down instead: only artifacts that a stage about to
+run reads are checked (a fully cached run hashes nothing but its outputs), each once per run, files in parallel; and a
+distribution store's shards reuse the sha256 its writer computed as each shard was written (`store/meta.json`), so
+finishing an extraction does not read the store again.
+
+Stages finished before checksums existed have no `files` record: they are read unverified with a warning, and
+`fusebench verify --adopt` records their checksums as they are now (or delete them to recompute).
+`fusebench verify [WORKDIR]` checks every finished stage under WORKDIR (default `runs/`), or one bare store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from fusebench.errors import FusebenchError
+
+RECORD = ".stage.json"
+FIX = "Delete {dir} and run again to recompute it."
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _hash_all(paths: list[Path]) -> list[str]:
+    # hashlib releases the GIL on large buffers, so threads hash several files at once
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+        return list(pool.map(sha256_file, paths))
+
+
+def _store_hashes(root: Path) -> dict[Path, str]:
+    """sha256 of every distribution-store shard file under root, as its writer recorded them in meta.json."""
+    known: dict[Path, str] = {}
+    for meta in root.rglob("meta.json"):
+        try:
+            shards = json.loads(meta.read_text()).get("shards") or []
+        except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
+            continue
+        for shard in shards:
+            for name, info in (shard.get("files") or {}).items() if isinstance(shard, dict) else ():
+                if isinstance(info, dict) and info.get("sha256"):
+                    known[meta.parent / f"shard-{shard['index']:05d}" / name] = info["sha256"]
+    return known
+
+
+def record_files(root: Path) -> dict[str, dict]:
+    """{relative path: {"bytes", "sha256"}} for every file under root (the stage record itself excluded)."""
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != RECORD)
+    known = _store_hashes(root)
+    todo = [p for p in files if p not in known]
+    known.update(zip(todo, _hash_all(todo)))
+    return {p.relative_to(root).as_posix(): {"bytes": p.stat().st_size, "sha256": known[p]} for p in files}
+
+
+def check_files(root: Path, files: dict[str, dict]) -> list[str]:
+    """Problems with root's files against their record, one phrase each naming the file; [] when all match."""
+    problems, to_hash = [], []
+    for rel, info in files.items():
+        path = root / rel
+        if not path.is_file():
+            problems.append(f"{path} is missing")
+        elif path.stat().st_size != info["bytes"]:
+            problems.append(f"{path} has {path.stat().st_size} bytes where {info['bytes']} were recorded")
+        else:
+            to_hash.append((path, info["sha256"]))
+    for (path, want), got in zip(to_hash, _hash_all([p for p, _ in to_hash])):
+        if got != want:
+            problems.append(f"{path} does not match its recorded sha256 (same size, different content)")
+    return problems
+
+
+def read_record(stage_dir: Path) -> dict:
+    try:
+        return json.loads((stage_dir / RECORD).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise FusebenchError(f"{stage_dir / RECORD} cannot be read ({err}), so {stage_dir} cannot be verified. "
+                             + FIX.format(dir=stage_dir)) from None
+
+
+def verify_stage(stage_dir: Path) -> list[str] | None:
+    """Problems with a finished stage directory ([] if it matches its record), or None if it has no record."""
+    files = read_record(stage_dir).get("files")
+    return None if files is None else check_files(stage_dir, files)
+
+
+def corrupted_error(stage_dir: Path, problems: list[str], reader: str | None = None) -> FusebenchError:
+    shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+    who = f", which {reader} reads," if reader else ""
+    return FusebenchError(f"the finished stage {stage_dir}{who} was modified or corrupted on disk since it finished: "
+                          f"{shown}. " + FIX.format(dir=stage_dir))
+
+
+def adopt(stage_dir: Path) -> None:
+    """Record the checksums of a stage finished before checksums existed, as its files are now."""
+    record = read_record(stage_dir)
+    record["files"] = record_files(stage_dir)
+    tmp = stage_dir / f".{RECORD}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(record, indent=2, default=str))
+    os.replace(tmp, stage_dir / RECORD)
+
+
+def main(args) -> int:
+    """`fusebench verify [WORKDIR]`: check every finished stage (or a bare distribution store)."""
+    root = Path(args.workdir)
+    if not root.exists():
+        raise FusebenchError(f"{root} does not exist. Give a run's workdir (e.g. runs/tiny) or a parent of several.")
+    if (root / "meta.json").exists() and (root / "shard-00000").exists():  # a store outside any workdir
+        from fusebench.extract.store import DistributionStore
+
+        DistributionStore.open(root).verify()
+        print(f"ok  {root} (distribution store)")
+        return 0
+    stages = sorted(p.parent for p in root.rglob(RECORD) if not p.parent.name.endswith(".partial"))
+    if not stages:
+        raise FusebenchError(f"{root} holds no finished stages (no {RECORD} under it). Give a run's workdir.")
+    bad, unrecorded = {}, []
+    for stage_dir in stages:
+        problems = verify_stage(stage_dir)
+        if problems is None and args.adopt:
+            adopt(stage_dir)
+            print(f"adopted    {stage_dir} (checksums recorded as the files are now)")
+        elif problems is None:
+            unrecorded.append(stage_dir)
+            print(f"unchecked  {stage_dir} (finished before checksums were recorded)")
+        elif problems:
+            bad[stage_dir] = problems
+            print(f"CORRUPTED  {stage_dir}: {problems[0]}" + (f" (+{len(problems) - 1})" if len(problems) > 1 else ""))
+        else:
+            print(f"ok         {stage_dir}")
+    print(f"{len(stages)} stages: {len(stages) - len(bad) - len(unrecorded)} verified, {len(bad)} corrupted, "
+          f"{len(unrecorded)} without checksums" + (" (`fusebench verify --adopt` records them)" if unrecorded else ""))
+    if bad:
+        first = next(iter(bad))
+        raise FusebenchError(f"{len(bad)} finished stage(s) under {root} do not match their checksums: "
+                             + "; ".join(f"{d} ({p[0]})" for d, p in bad.items()) + ". Delete each listed directory "
+                             f"and run its recipe again to recompute it (e.g. rm -r {first}).")
+    return 0

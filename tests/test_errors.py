@@ -1,0 +1,130 @@
+"""Bad input on the command line is one clear paragraph and exit status 2, never a traceback (issue 15, part 4)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fusebench.cli import main
+from fusebench.errors import FusebenchError
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "recipes" / "smoke.yaml"
+
+
+def _fails(capsys, argv: list[str], *fragments: str) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+def test_recipe_path_that_is_a_directory(capsys, tmp_path):
+    _fails(capsys, ["plan", str(tmp_path)], str(tmp_path), "is a directory", ".yaml")
+
+
+def test_recipe_that_is_not_utf8(capsys, tmp_path):
+    recipe = tmp_path / "latin1.yaml"
+    recipe.write_bytes("name: café\nmodels: {}\n".encode("latin-1"))
+    _fails(capsys, ["plan", str(recipe)], str(recipe), "UTF-8", "line 1")
+
+
+def test_override_with_malformed_yaml_value(capsys, tmp_path):
+    _fails(capsys, ["plan", str(SMOKE), "name=[1,", "--workdir", str(tmp_path)],
+           "override 'name=[1,'", "not valid YAML", "quote")
+
+
+def test_eval_of_a_model_whose_config_json_is_malformed(capsys, tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "llama",')
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "test.jsonl").write_text(json.dumps({"text": "hello world"}) + "\n")
+    _fails(capsys, ["eval", str(model), "--corpus", f"c={corpus}", "--workdir", str(tmp_path / "w"),
+                    "--results", str(tmp_path / "results")], str(model / "config.json"), "not valid JSON")
+    assert not (tmp_path / "results").exists()
+
+
+def test_leaderboard_add_of_a_missing_path_says_the_path_is_missing(capsys, tmp_path):
+    missing = tmp_path / "no-such-model"
+    err = _fails(capsys, ["leaderboard", "add", str(missing), "--suite", "perplexity", "--results",
+                          str(tmp_path / "results"), "--out", str(tmp_path / "out"), "--workdir", str(tmp_path / "w")],
+                 str(missing), "does not exist")
+    assert "corpus" not in err
+
+
+def _store(path: Path):
+    from fusebench.extract.store import SequenceDistributions, StoreWriter
+
+    rng = np.random.default_rng(0)
+    w = StoreWriter(path, "m", "t", 50, 4)
+    seqs = []
+    for n in (9, 5):
+        ids = rng.integers(0, 50, size=n)
+        top = np.stack([rng.permutation(50)[:4] for _ in range(n)])
+        lp = np.sort(rng.normal(-3, 1, size=(n, 4)).astype(np.float32), axis=1)[:, ::-1].copy()
+        seqs.append(SequenceDistributions(ids, top, lp, np.full(n - 1, -2.0, np.float32), 2.0))
+    w.write_shard(0, seqs)
+    return w.finalize()
+
+
+@pytest.mark.parametrize("old, new", [(b"(14, 4)", b"(11, 4)"),      # parses, but the shape is wrong
+                                      (b"'descr'", b"'descr\"")])     # does not parse at all
+def test_store_with_a_corrupted_npy_header_names_the_file(tmp_path, old, new):
+    from fusebench.extract.store import DistributionStore
+
+    _store(tmp_path / "s")
+    f = tmp_path / "s" / "shard-00000" / "topk_nlp.npy"
+    raw = f.read_bytes()
+    assert old in raw[:128]
+    f.write_bytes(raw.replace(old, new, 1))
+    store = DistributionStore.open(tmp_path / "s")
+    with pytest.raises(FusebenchError, match=r"topk_nlp\.npy.*(header|cannot be read).*Delete"):
+        [store.sequence(i) for i in range(len(store))]
+
+
+def _mounted_tmpfs(path: Path, size: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        return False
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True).returncode == 0
+
+
+def test_disk_full_while_a_checkpoint_is_saved_keeps_the_last_checkpoint_and_resumes(tmp_path):
+    """A real full disk: the workdir is a 2.8 MB tmpfs, so the first checkpoint (~1.7 MB) fits and the second
+    does not. The run must say so in one paragraph, leave no finished-looking stage, keep step-2, and resume."""
+    disk = tmp_path / "disk"
+    if not _mounted_tmpfs(disk, "2800k"):
+        pytest.skip("needs root and tmpfs mounts to fill a real disk")
+    try:
+        argv = [sys.executable, "-m", "fusebench.cli", "run", str(SMOKE), "models.target.train.steps=8",
+                "models.target.train.checkpoint_every=2", "--only", "model:target", "--workdir", str(disk / "w"),
+                "--results", str(tmp_path / "results"), "--reports", str(tmp_path / "reports")]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+        full = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+        assert full.returncode == 2, full.stderr[-3000:]
+        assert "Traceback" not in full.stderr and "Logging error" not in full.stderr, full.stderr[-3000:]
+        assert "disk" in full.stderr and "full" in full.stderr and "model:target" in full.stderr
+        assert not list(disk.glob("w/cache/model/target-*/.stage.json")), "a failed stage must not look finished"
+        kept = list(disk.glob("w/cache/model/target-*.partial/_resume/step-2/model.safetensors"))
+        assert kept, "the checkpoint before the full disk must survive"
+        assert list(disk.glob("w/cache/corpus/general-*/.stage.json")), "finished stages must survive"
+
+        subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+        resumed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert "resuming" in resumed.stderr
+        log = next(disk.glob("w/cache/model/target-*/train_log.jsonl")).read_text().splitlines()
+        assert [json.loads(line)["step"] for line in log] == list(range(8))
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)

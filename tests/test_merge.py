@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,96 @@ def test_invalid_merge_settings_are_refused_naming_the_key(tmp_path, spec, key):
     with pytest.raises(FusebenchError, match="invalid merge settings") as err:
         merge_models(spec, tmp_path / "x")
     assert key in str(err.value)
+
+
+def _tensors(model_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    out: dict[str, torch.Tensor] = {}
+    for f in sorted(model_dir.glob("*.safetensors")):
+        out.update(load_file(str(f)))
+    return out
+
+
+def test_saved_mergekit_config_replays_with_stock_mergekit_yaml_to_identical_tensors(tmp_path, tiny_neox_pair):
+    import subprocess
+    import sys
+
+    inputs_before = {p: sorted(x.name for x in Path(p).iterdir()) for p in tiny_neox_pair}
+    out = merge_models({"method": "linear", "models": [{"path": str(tiny_neox_pair[0]), "weight": 1.0},
+                                                       {"path": str(tiny_neox_pair[1]), "weight": 3.0}]},
+                       tmp_path / "merged")
+    text = (out / "mergekit_config.yml").read_text()
+    assert "./inputs/0" in text and str(tmp_path) not in text and "/tmp" not in text  # relative, portable
+    # GPT-NeoX inputs saved by transformers 5 lack the buffers mergekit's definition requires: the stored copies
+    # carry them, the input directories themselves are untouched
+    assert (out / "inputs" / "0" / "mergekit_buffers.safetensors").is_file()
+    assert {p: sorted(x.name for x in Path(p).iterdir()) for p in tiny_neox_pair} == inputs_before
+    moved = Path(shutil.move(str(out), tmp_path / "moved"))  # replay does not depend on where it was made
+    mergekit_yaml = Path(sys.executable).with_name("mergekit-yaml")
+    done = subprocess.run([str(mergekit_yaml), "mergekit_config.yml", str(tmp_path / "replay")],
+                          cwd=moved, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ours, replayed = _tensors(moved), _tensors(tmp_path / "replay")
+    assert ours.keys() == replayed.keys() and "gpt_neox.embed_in.weight" in ours
+    for name in ours:
+        assert torch.equal(ours[name], replayed[name]), name
+
+
+def test_a_mergekit_block_merges_like_the_short_form(tmp_path, experts):
+    base, ft1, ft2 = experts
+    block = {"merge_method": "task_arithmetic", "base_model": str(base), "dtype": "float32",
+             "models": [{"model": str(ft1), "parameters": {"weight": 0.5}},
+                        {"model": str(ft2), "parameters": {"weight": 0.7}}]}
+    out = merge_models(block, tmp_path / "block")
+    short = merge_models({"method": "task_arithmetic", "base_model": str(base),
+                          "models": [{"path": str(ft1), "weight": 0.5}, {"path": str(ft2), "weight": 0.7}]},
+                         tmp_path / "short")
+    a, b = _state(out), _state(short)
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+@pytest.mark.parametrize("block, key", [
+    ({"merge_method": "linear", "models": [{"modle": "a"}]}, "models.0.model"),
+    ({"merge_method": "linear", "models": [{"model": "a"}], "merge_methd": "ties"}, "merge_methd"),
+    ({"merge_method": "linear"}, "Exactly one of 'models', 'slices', or 'modules'"),
+])
+def test_invalid_mergekit_blocks_are_refused_by_mergekits_schema(tmp_path, block, key):
+    with pytest.raises(FusebenchError, match="invalid merge settings") as err:
+        merge_models(block, tmp_path / "x")
+    assert key in str(err.value)
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_recipe_merge_accepts_a_mergekit_block_naming_recipe_models(tmp_path):
+    import yaml
+
+    from fusebench.pipeline.graph import GraphBuilder
+    from fusebench.pipeline.recipe import load_recipe
+
+    data = yaml.safe_load((Path(__file__).parents[1] / "recipes" / "smoke.yaml").read_text())
+    data["models"]["merged"]["merge"] = yaml.safe_load("""
+merge_method: task_arithmetic
+base_model: src_neox
+models:
+  - model: expert_legal
+    parameters: {weight: 0.6}
+  - model: expert_code
+    parameters: {weight: 0.4}
+dtype: float32
+""")
+    recipe_file = tmp_path / "r.yaml"
+    recipe_file.write_text(yaml.safe_dump(data))
+    recipe = load_recipe(recipe_file)
+    spec = recipe.models["merged"].merge
+    assert spec.models == ["expert_legal", "expert_code"] and spec.base == "src_neox"
+    graph = GraphBuilder(recipe)
+    merged = graph.model("merged")
+    assert {graph.stages[i].id.split(":")[1].split("-")[0] for i in graph.stages[merged].inputs} == {
+        "expert_legal", "expert_code", "src_neox"}
+
+    recipe_file.write_text(recipe_file.read_text().replace("model: expert_code", "model: expert_cod"))
+    with pytest.raises(FusebenchError) as err:
+        load_recipe(recipe_file)
+    assert "expert_cod" in str(err.value) and "expert_code" in str(err.value)

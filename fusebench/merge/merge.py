@@ -9,15 +9,28 @@ The three methods, with delta_i = model_i - base:
 - task_arithmetic: base + sum_i w_i * delta_i                          (not normalised, as in mergekit)
 - ties:            base + sign-consensus mean of the top-`density` fraction (by magnitude) of each w_i * delta_i
 
-Architectures: Llama and GPT-NeoX use mergekit's own definitions (GPT-NeoX with the fix in
-`_allow_missing_gpt_neox_buffers`). MPT has no definition in mergekit 0.1.5; mergekit then infers the layout from
-the tensor names, which works for transformers' MPT (pinned by a test), so MPT is merged that way rather than refused.
+`merge_models` also takes a mergekit configuration as mergekit's own YAML states it (`merge_method`, `models`,
+`slices`, `base_model`, `parameters`, ...), validated with mergekit's `MergeConfiguration`.
+
+Replayable: the inputs are stored inside the merge directory (`inputs/<i>/`, hard links to their files where the
+filesystem allows), and the `mergekit_config.yml` mergekit writes there names them relatively, so
+`cd <merge dir> && mergekit-yaml mergekit_config.yml OUT` (stock mergekit, no fusebench) rebuilds the same tensors.
+mergekit 0.1.5's GPT-NeoX definition requires the buffers `attention.bias`, `attention.masked_bias` and
+`rotary_emb.inv_freq`, which transformers 5 no longer saves; an input missing them gets them in its stored copy
+(`mergekit_buffers.safetensors` + a `model.safetensors.index.json` listing both files, with the values
+transformers 4 computed) -- the input model itself is never touched, and mergekit runs unpatched.
+Architectures: Llama and GPT-NeoX use mergekit's own definitions. MPT has no definition in mergekit 0.1.5; mergekit
+then infers the layout from the tensor names, which works for transformers' MPT (pinned by a test).
 """
 
 from __future__ import annotations
 
+import copy
+import json
+import os
+import shutil
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -29,8 +42,10 @@ METHODS = ("linear", "task_arithmetic", "ties")
 SHAPE_KEYS = ("model_type", "hidden_size", "d_model", "num_hidden_layers", "n_layers", "num_attention_heads",
               "n_heads", "num_key_value_heads", "head_dim", "intermediate_size", "expansion_ratio", "vocab_size",
               "tie_word_embeddings")
-# GPT-NeoX buffers that mergekit 0.1.5's gpt-neox.json lists as required tensors (see below).
-_GPT_NEOX_BUFFERS = (".attention.bias", ".attention.masked_bias", ".attention.rotary_emb.inv_freq")
+INPUTS_DIR = "inputs"
+BUFFERS_FILE = "mergekit_buffers.safetensors"
+# Where a mergekit configuration names models (besides `tokenizer_source`, which may also be "union" / "base").
+_REF_KEYS = ("model", "base_model")
 
 
 class MergeModel(BaseModel):
@@ -86,24 +101,139 @@ def parse_merge_spec(raw: MergeSpec | Mapping[str, Any], where: str = "merge") -
 
 
 def merge_models(spec: MergeSpec | Mapping[str, Any], out_dir: str | Path, seed: int | None = None) -> Path:
-    """Merge the models of `spec` into a Hugging Face model directory `out_dir` and return it."""
-    spec = parse_merge_spec(spec)
-    check_mergeable(spec.all_paths())
+    """Merge into a Hugging Face model directory `out_dir` and return it.
+
+    `spec` is fusebench's short form (`method`, `models`, `base_model`, ...) or a mergekit configuration
+    (recognised by its `merge_method` key) whose model references are directories or hub ids.
+    """
+    config = dict(spec) if isinstance(spec, Mapping) and "merge_method" in spec else _mergekit_config(
+        parse_merge_spec(spec))
+    validate_mergekit_config(config)
+    paths = referenced_models(config)
+    check_mergeable(paths)
     # mergekit takes seconds to import and is an optional extra; only pay for it when merging.
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import run_merge
+    from mergekit.options import MergeOptions
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stored = {p: _store_input(p, out_dir / INPUTS_DIR / str(i)) for i, p in enumerate(paths)}
+    to_run = map_references(config, lambda ref: str((out_dir / stored[ref]).resolve()) if stored[ref] else ref)
+    replay = map_references(config, lambda ref: stored[ref] or ref)
+    source = ("# Replay with stock mergekit from this directory (inputs/ holds the merged models):\n"
+              "#   mergekit-yaml mergekit_config.yml OUT_DIR\n"
+              + MergeConfiguration.model_validate(replay).to_yaml() + "\n")
+    run_merge(MergeConfiguration.model_validate(to_run), str(out_dir),
+              MergeOptions(device="cpu", copy_tokenizer=True, quiet=True, random_seed=seed), config_source=source)
+    return out_dir
+
+
+def validate_mergekit_config(config: Mapping[str, Any], where: str = "merge") -> None:
+    """FusebenchError unless `config` is a valid mergekit configuration (mergekit's own schema, plus no unknown
+    top-level keys, which mergekit itself would silently ignore)."""
     try:
         from mergekit.config import MergeConfiguration
-        from mergekit.merge import run_merge
-        from mergekit.options import MergeOptions
     except ImportError:
         raise FusebenchError("weight merging needs mergekit, an optional dependency: pip install "
                              "'fusebench[merge]' (or mergekit==0.1.5).") from None
+    unknown = sorted(set(config) - set(MergeConfiguration.model_fields))
+    if unknown:
+        raise FusebenchError(f"invalid merge settings: {where}.{unknown[0]} is not a mergekit configuration key "
+                             f"(mergekit's keys: {', '.join(MergeConfiguration.model_fields)}).")
+    try:
+        MergeConfiguration.model_validate(dict(config))
+    except ValidationError as err:
+        e = err.errors()[0]
+        raise FusebenchError(f"invalid merge settings: {'.'.join([where, *map(str, e['loc'])])}: {e['msg']} "
+                             "(checked against mergekit's MergeConfiguration).") from None
+    except (RuntimeError, ValueError) as err:  # mergekit's own model validators raise RuntimeError
+        raise FusebenchError(f"invalid merge settings in {where}: {err} (checked against mergekit's "
+                             "MergeConfiguration).") from None
 
-    _allow_missing_gpt_neox_buffers()
-    config = MergeConfiguration.model_validate(_mergekit_config(spec))
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    run_merge(config, str(out_dir), MergeOptions(device="cpu", copy_tokenizer=True, quiet=True, random_seed=seed))
-    return out_dir
+
+def referenced_models(config: Mapping[str, Any]) -> list[str]:
+    """The model references of a mergekit configuration in order of appearance, without repeats."""
+    found: list[str] = []
+    map_references(config, lambda ref: found.append(ref) or ref)
+    return list(dict.fromkeys(found))
+
+
+def map_references(config: Any, fn: Callable[[str], str]) -> Any:
+    """A copy of a mergekit configuration with every model reference `ref` replaced by `fn(ref)`."""
+    if isinstance(config, Mapping):
+        out = {}
+        for key, value in config.items():
+            if isinstance(value, str) and (key in _REF_KEYS or (key == "tokenizer_source"
+                                                                and value not in ("union", "base"))):
+                out[key] = fn(value)
+            elif key != "parameters":
+                out[key] = map_references(value, fn)
+            else:
+                out[key] = copy.deepcopy(value)
+        return out
+    if isinstance(config, list):
+        return [map_references(v, fn) for v in config]
+    return copy.deepcopy(config)
+
+
+def _store_input(path: str, dest: Path) -> str | None:
+    """Store input `path` under `dest` (hard links, else copies) complete for mergekit; returns `dest` relative to
+    the merge directory, or None for a hub id (mergekit fetches those itself)."""
+    src = Path(path)
+    if not src.is_dir():
+        return None
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(src, dest, copy_function=_link_or_copy, ignore=shutil.ignore_patterns(".*"))
+    if _config_dict(str(src)).get("model_type") == "gpt_neox":
+        _add_gpt_neox_buffers(dest)
+    # "./": a reference with one "/" that exists locally makes mergekit's model card ask the hub whether it is a
+    # repository (an error offline); two mark it local
+    return f"./{INPUTS_DIR}/{dest.name}"
+
+
+def _link_or_copy(src: str, dst: str) -> str:
+    try:
+        os.link(src, dst)
+    except OSError:  # another filesystem, or links not allowed
+        shutil.copy2(src, dst)
+    return dst
+
+
+def _add_gpt_neox_buffers(model_dir: Path) -> None:
+    """Give a stored GPT-NeoX copy the per-layer buffers mergekit 0.1.5 requires, when its weights lack them.
+
+    Values as transformers 4 saved them: the causal mask `attention.bias` (bool, lower triangular over
+    max_position_embeddings), `attention.masked_bias` (-1e9) and the rotary `inv_freq` of the rotated dims.
+    """
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    index_path = model_dir / "model.safetensors.index.json"
+    if index_path.is_file():
+        weight_map = json.loads(index_path.read_text())["weight_map"]
+    else:
+        with safe_open(str(model_dir / "model.safetensors"), framework="pt") as f:
+            weight_map = {k: "model.safetensors" for k in f.keys()}
+    cfg = _config_dict(str(model_dir))
+    heads, hidden, positions = cfg["num_attention_heads"], cfg["hidden_size"], cfg["max_position_embeddings"]
+    rot_dims = int((hidden // heads) * cfg.get("rotary_pct", cfg.get("partial_rotary_factor", 1.0)))
+    theta = (cfg.get("rope_parameters") or {}).get("rope_theta", cfg.get("rotary_emb_base", 10000))
+    per_layer = {
+        "attention.bias": torch.tril(torch.ones(positions, positions, dtype=torch.bool)).view(1, 1, positions,
+                                                                                             positions),
+        "attention.masked_bias": torch.tensor(-1e9),
+        "attention.rotary_emb.inv_freq": 1.0 / (theta ** (torch.arange(0, rot_dims, 2).float() / rot_dims)),
+    }
+    missing = {f"gpt_neox.layers.{i}.{name}": t.clone() for i in range(cfg["num_hidden_layers"])
+               for name, t in per_layer.items() if f"gpt_neox.layers.{i}.{name}" not in weight_map}
+    if not missing:
+        return
+    save_file(missing, str(model_dir / BUFFERS_FILE), metadata={"format": "pt"})
+    weight_map.update({k: BUFFERS_FILE for k in missing})
+    index_path.unlink(missing_ok=True)  # may be a hard link to the input's own index: write a new file
+    index_path.write_text(json.dumps({"metadata": {}, "weight_map": dict(sorted(weight_map.items()))}, indent=2))
 
 
 def check_mergeable(paths: list[str]) -> None:
@@ -153,27 +283,3 @@ def _mergekit_config(spec: MergeSpec) -> dict[str, Any]:
     if spec.normalize is not None:
         config["parameters"] = {"normalize": spec.normalize}
     return config
-
-
-def _allow_missing_gpt_neox_buffers() -> None:
-    """Mark GPT-NeoX's non-parameter buffers optional in mergekit's architecture table (idempotent).
-
-    mergekit 0.1.5's gpt-neox.json lists `attention.bias`, `attention.masked_bias` and `rotary_emb.inv_freq` as
-    required tensors. They are buffers that old transformers versions saved in checkpoints; transformers 5 no longer
-    saves them (Pythia checkpoints on the hub still have them), so mergekit stops with "Tensor ... required but not
-    present". Optional weights that no input has are skipped by mergekit's planner, and where present they are still
-    merged, so marking them optional is the smallest fix that keeps both kinds of checkpoint working.
-    """
-    from mergekit.architecture.json_definitions import NAME_TO_ARCH
-
-    archs = NAME_TO_ARCH.get("GPTNeoXForCausalLM", [])
-    for i, arch in enumerate(archs):
-        module_def = arch.modules["default"]
-        definition = module_def.architecture.definition
-        weights = [w.model_copy(update={"optional": True}) if w.name.endswith(_GPT_NEOX_BUFFERS) else w
-                   for w in definition.layer_templates.weights]
-        templates = definition.layer_templates.model_copy(update={"weights": weights})
-        module = module_def.architecture.model_copy(
-            update={"definition": definition.model_copy(update={"layer_templates": templates})})
-        module_def = module_def.model_copy(update={"architecture": module})
-        archs[i] = arch.model_copy(update={"modules": {"default": module_def}})

@@ -103,11 +103,31 @@ class FusionSpec(Strict):
 
 
 class MergeSpec(Strict):
+    """fusebench's short form, or a mergekit YAML block as mergekit writes it (`merge_method:`, `models:` of
+    `{model: NAME, parameters: ...}`, `base_model:` ...) whose model references name recipe models. A block is
+    checked with mergekit's MergeConfiguration and kept in `mergekit`; `models` / `base` then list its names."""
+
     method: Literal["linear", "task_arithmetic", "ties"] = "linear"
     models: list[str]
     base: str | None = None
     weights: list[float] | None = None
     density: float = Field(0.5, gt=0, le=1)
+    mergekit: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_mergekit_block(cls, data: Any) -> Any:
+        if not (isinstance(data, dict) and "merge_method" in data):
+            return data
+        from fusebench.merge.merge import referenced_models, validate_mergekit_config
+
+        try:
+            validate_mergekit_config(data, where="mergekit block")
+        except FusebenchError as err:  # a ValueError, so the recipe error names the file and the key path
+            raise ValueError(str(err)) from None
+        names = referenced_models(data)
+        base = data.get("base_model")
+        return {"models": [n for n in names if n != base], "base": base, "mergekit": data}
 
 
 class ModelSpec(Strict):

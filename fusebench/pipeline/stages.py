@@ -187,6 +187,11 @@ def merge(spec, member_ids: dict[str, str]):
         from fusebench.merge import merge_models
 
         where = {name: Model(ctx.input(sid)).location for name, sid in member_ids.items()}
+        if spec.mergekit:  # a mergekit block: its model references are recipe names
+            from fusebench.merge.merge import map_references
+
+            merge_models(map_references(spec.mergekit, lambda ref: str(where.get(ref, ref))), ctx.out)
+            return
         weights = spec.weights or [1.0 / len(spec.models)] * len(spec.models)
         models = [{"path": where[m], "weight": w, **({"density": spec.density} if spec.method == "ties" else {})}
                   for m, w in zip(spec.models, weights)]

@@ -36,7 +36,16 @@ FORMAT_VERSION = 2
 def _text(tokenizer, ids: np.ndarray) -> str:
     # compare texts as the models saw them: NFKC (the unigram tokenizer normalises) and without whitespace, which
     # tokenizers may drop or mark differently at sequence edges
-    return "".join(unicodedata.normalize("NFKC", tokenizer.decode(ids.tolist())).split())
+    # without special tokens: packed chunks hold each model's own EOS between documents ("</s>", "<|endoftext|>")
+    return "".join(unicodedata.normalize("NFKC", tokenizer.decode(ids.tolist(), skip_special_tokens=True)).split())
+
+
+def _cover_model_vocab(src_to_tgt: np.ndarray, model_vocab: int) -> np.ndarray:
+    """The map extended to every id the source *model* can emit: models pad their vocabulary past the tokenizer's
+    (MPT-7B: 50432 rows for 50277 tokens), and those ids stand for no text, so they map to nothing (-1)."""
+    if model_vocab <= len(src_to_tgt):
+        return src_to_tgt
+    return np.concatenate([src_to_tgt, np.full(model_vocab - len(src_to_tgt), -1, src_to_tgt.dtype)])
 
 
 def align_stores(*, aligner: str, fallback: str, source_store: Path, target_store: Path, vocab_map: Path,
@@ -52,6 +61,7 @@ def align_stores(*, aligner: str, fallback: str, source_store: Path, target_stor
                              f"{target_store} holds {len(tgt)}: they were extracted from different chunks. Rerun both "
                              "extractions on the same chunks stage.")
     vmap = VocabMap.load(vocab_map, source_tokenizer, target_tokenizer)
+    src_to_tgt = _cover_model_vocab(vmap.src_to_tgt, src.vocab_size)
     align = ALIGNERS[aligner]
     out_dir.mkdir(parents=True, exist_ok=True)
     num_shards = (len(tgt) + SHARD - 1) // SHARD
@@ -72,7 +82,7 @@ def align_stores(*, aligner: str, fallback: str, source_store: Path, target_stor
                 continue
             path = align(tokenization_from_ids(source_tokenizer, s.input_ids),
                          tokenization_from_ids(target_tokenizer, t.input_ids))
-            rows.append(transfer_distributions(s, t.input_ids, path.pairs, vmap.src_to_tgt, source_text=s_text,
+            rows.append(transfer_distributions(s, t.input_ids, path.pairs, src_to_tgt, source_text=s_text,
                                                target_text=t_text, fallback=fallback))
         _write_shard(out_dir, shard, rows, src.top_k, id_dtype(tgt.vocab_size + 1), lengths)
     (out_dir / "meta.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "num_sequences": len(tgt),

@@ -21,7 +21,9 @@ class FusedTargets:
     def __init__(self, own_stage: Path, aligned_stages: list[Path], function: str, sequences: list[np.ndarray],
                  num_bytes: list[int] | None = None, include_own: bool = True):
         self.own = DistributionStore.open(Path(own_stage) / "store")
-        self.teachers = [AlignedStore(Path(a) / "store") for a in aligned_stages]
+        # an aligned store, or the distribution store of a teacher that shares the target's tokenizer (graph.py)
+        self.teachers = [AlignedStore(Path(a) / "store") if _is_aligned(Path(a) / "store")
+                         else DistributionStore.open(Path(a) / "store") for a in aligned_stages]
         self.fuse = get_fusion_function(function)
         self.sequences = sequences
         self.num_bytes = num_bytes  # UTF-8 bytes of each sequence's text, for per-byte fusion functions
@@ -41,7 +43,13 @@ class FusedTargets:
         candidates, present = ([Candidate.of(own)], [0]) if self.include_own else ([], [])
         for j, store in enumerate(self.teachers, 1):
             a = store.sequence(i)
-            if np.isfinite(a.ce):
+            if isinstance(store, DistributionStore):  # same tokenizer: the teacher read exactly these tokens
+                if not np.array_equal(a.input_ids[:len(seq)], seq):
+                    raise FusebenchError(f"sequence {i}: the teacher's store was extracted from other tokens than "
+                                         "training uses, though both share a tokenizer. Rerun its extract stage.")
+                candidates.append(Candidate.of(a))
+                present.append(j)
+            elif np.isfinite(a.ce):
                 candidates.append(Candidate(a.ids, a.logprobs, a.ce, a.num_predicted))
                 present.append(j)
         if not candidates:  # every teacher was cut short on this sequence: fall back to the target's own
@@ -50,3 +58,11 @@ class FusedTargets:
         self.chosen[present] += fused.weights
         n = len(seq)
         return fused.ids[:n], fused.logprobs[:n]
+
+
+def _is_aligned(store: Path) -> bool:
+    """An aligned store's meta names its aligner; a distribution store's does not."""
+    import json
+
+    meta = store / "meta.json"
+    return meta.exists() and "aligner" in json.loads(meta.read_text())

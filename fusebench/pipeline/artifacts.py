@@ -39,6 +39,12 @@ class Model:
         pointer = self.path / "pointer.json"
         return json.loads(pointer.read_text())["location"] if pointer.exists() else str(self.path)
 
+    @property
+    def trust_remote_code(self) -> bool:
+        """Only a pretrained model whose recipe entry says so runs code from its repository."""
+        pointer = self.path / "pointer.json"
+        return bool(json.loads(pointer.read_text()).get("trust_remote_code")) if pointer.exists() else False
+
     def tokenizer(self):
         from fusebench.models.tokenizers import load_tokenizer
 

@@ -70,7 +70,7 @@ class TrainSpec(Strict):
     """Hyperparameters of one training run (pretraining or continual training)."""
 
     corpus: str
-    steps: int = Field(100, gt=0)
+    steps: int | None = Field(None, gt=0)   # None: one epoch of the packed chunks (every corpus token once)
     seq_len: int = Field(256, gt=1)
     batch_size: int = Field(16, gt=0)
     grad_accum: int = Field(1, gt=0)
@@ -133,6 +133,7 @@ class MergeSpec(Strict):
 class ModelSpec(Strict):
     path: str | None = None
     gguf: str | None = None                        # "package:<name>" or a path to a .gguf file
+    revision: str | None = None                    # with a hub id in `path`: branch, tag or commit (default main)
     trust_remote_code: bool = False
     arch: str | None = None
     tokenizer: str | None = None
@@ -165,6 +166,8 @@ class ModelSpec(Strict):
             raise ValueError("a model built from config (`arch`) or continually trained (`init`) needs `train:`")
         if self.arch and not self.tokenizer:
             raise ValueError("a model built from config needs `tokenizer:`")
+        if self.revision and not self.path:
+            raise ValueError("`revision` names a version of a hub model: it needs `path: ORG/NAME`")
         if self.teachers and not self.init:
             raise ValueError("`teachers` only make sense with `init` (continual training of a target)")
         return self

@@ -45,13 +45,18 @@ def tokenizer(spec: TokenizerSpec, corpus_id: str | None):
     return run
 
 
-def chunks(corpus_id: str, tokenizer_id: str, seq_len: int, max_sequences: int):
+def chunks(corpus_id: str, tokenizer_id: str, seq_len: int, max_sequences: int | None):
+    """The corpus packed into seq_len-token chunks (documents separated by EOS); at most `max_sequences` of them
+    when the recipe caps training steps, else all (one epoch). `packing.json` says what was kept."""
     def run(ctx: StageContext) -> None:
-        from fusebench.train.data import chunk_documents
+        from fusebench.train.data import pack_documents
 
         tok = _tokenizer_of(ctx.input(tokenizer_id))
-        texts = chunk_documents(tok, Corpus(ctx.input(corpus_id)).split("train"), seq_len)
-        write_chunks(ctx.out, texts[:max_sequences])
+        texts = pack_documents(tok, Corpus(ctx.input(corpus_id)).split("train"), seq_len)
+        kept = texts[:max_sequences] if max_sequences else texts
+        write_chunks(ctx.out, kept)
+        (ctx.out / "packing.json").write_text(json.dumps({"seq_len": seq_len, "chunks": len(texts),
+                                                          "kept": len(kept), "max_sequences": max_sequences}))
     return run
 
 
@@ -62,20 +67,30 @@ def _tokenizer_of(path: Path):
     return Model(path).tokenizer()
 
 
-def pointer_model(location: str, trust_remote_code: bool):
+def pointer_model(location: str, trust_remote_code: bool, revision: str | None = None):
+    """A pretrained model: a local directory or a hub id at `revision`, resolved once (fusebench.models.hub).
+
+    Safetensors weights are pointed to where they are (`pointer.json`: the local directory, plus the hub id and
+    revision it came from); `.bin`-only models are converted into this stage's directory, once."""
     def run(ctx: StageContext) -> None:
         from transformers import AutoConfig
 
         from fusebench.errors import FusebenchError
+        from fusebench.models.hub import convert_bin_to_safetensors, has_safetensors, is_hub_id, resolve_pretrained
 
-        try:  # config only: proves the model exists without loading weights
-            AutoConfig.from_pretrained(location, trust_remote_code=trust_remote_code)
+        local = resolve_pretrained(location, revision, trust_remote_code)
+        try:  # config only: proves the model is a transformers model without loading weights
+            AutoConfig.from_pretrained(str(local), trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as err:
-            raise FusebenchError(f"cannot find model {location!r}: {str(err)[:300]}. Give a local Hugging Face model "
-                                 "directory, or a hub id with network access (or a local HF cache).") from None
-        local = Path(location)
-        (ctx.out / "pointer.json").write_text(json.dumps(
-            {"location": str(local.resolve()) if local.exists() else location, "trust_remote_code": trust_remote_code}))
+            raise FusebenchError(f"model {location!r} (at {local}) has no usable config.json: {str(err)[:300]}. "
+                                 "Give a Hugging Face model directory or hub id.") from None
+        origin = {"hub_id": location if is_hub_id(location) else None, "revision": revision,
+                  "resolved": str(local), "trust_remote_code": trust_remote_code}
+        if has_safetensors(local):
+            (ctx.out / "pointer.json").write_text(json.dumps({"location": str(local), **origin}))
+        else:
+            convert_bin_to_safetensors(local, ctx.out)
+            (ctx.out / "converted_from.json").write_text(json.dumps(origin))
     return run
 
 
@@ -93,7 +108,7 @@ def trained_model(name: str, spec: ModelSpec, chunks_id: str, init_id: str | Non
     def run(ctx: StageContext) -> None:
         import torch
 
-        from fusebench.train.data import tokenize_chunks
+        from fusebench.train.data import chunk_text, tokenize_chunks
         from fusebench.train.loop import TrainSettings, train
 
         torch.manual_seed(spec.train.seed)
@@ -101,7 +116,9 @@ def trained_model(name: str, spec: ModelSpec, chunks_id: str, init_id: str | Non
             from transformers import AutoModelForCausalLM
 
             base = Model(ctx.input(init_id))
-            model = AutoModelForCausalLM.from_pretrained(base.location, trust_remote_code=spec.trust_remote_code)
+            # fp32 master weights whatever the checkpoint's dtype (Llama-2 ships fp16); bf16 is autocast's job
+            model = AutoModelForCausalLM.from_pretrained(base.location, dtype=torch.float32,
+                                                         trust_remote_code=base.trust_remote_code)
             tok = base.tokenizer()
         else:
             from fusebench.models.build import ModelSize, build_model
@@ -111,14 +128,17 @@ def trained_model(name: str, spec: ModelSpec, chunks_id: str, init_id: str | Non
                                 spec.train.seed)
         texts = Chunks(ctx.input(chunks_id)).texts()
         seqs = tokenize_chunks(tok, texts, spec.train.seq_len)
+        train_spec = spec.train
+        if train_spec.steps is None:  # one epoch of the packed chunks (a last partial batch is left out)
+            train_spec = train_spec.model_copy(update={"steps": max(1, len(seqs) // train_spec.batch_size)})
         targets = None
         if teacher_ids:
             from fusebench.fuse.targets import FusedTargets
 
             targets = FusedTargets(ctx.input(target_store_id), [ctx.input(a) for _, a in teacher_ids],
-                                   spec.fusion.function, seqs, [len(t.encode("utf-8")) for t in texts],
+                                   spec.fusion.function, seqs, [len(chunk_text(t).encode("utf-8")) for t in texts],
                                    include_own=spec.fusion.include_own)
-        settings = TrainSettings.from_specs(spec.train, spec.fusion if teacher_ids else None)
+        settings = TrainSettings.from_specs(train_spec, spec.fusion if teacher_ids else None)
         history = train(model, seqs, settings, ctx.out / "_resume", tok.pad_token_id or 0, targets, desc=name,
                         save_dir=ctx.out)
         if int(os.environ.get("RANK", "0")) == 0:  # the main process writes what goes beside the weights

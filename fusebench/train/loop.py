@@ -108,6 +108,10 @@ def train(model, sequences: list[np.ndarray], settings: TrainSettings, resume_di
     acc = Accelerator(mixed_precision="bf16" if settings.bf16 else "no", step_scheduler_with_optimizer=False,
                       gradient_accumulation_steps=settings.grad_accum)
     set_seed(settings.seed)
+    if any(p.is_floating_point() and p.dtype != torch.float32 for p in model.parameters()):
+        # fp32 master weights whatever dtype the checkpoint was stored in: AdamW on fp16 weights underflows its
+        # second moment (eps 1e-8 is 0 in fp16) and gives NaN after one step at lr 1e-5. bf16 stays autocast's job.
+        model.float()
     optimizer = torch.optim.AdamW(_param_groups(model, settings.weight_decay), lr=settings.lr, betas=settings.betas)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(settings))
     model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)

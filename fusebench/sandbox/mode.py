@@ -60,7 +60,7 @@ def _resolve(name: str) -> str:
 def _bwrap_problem() -> str | None:
     if bwrap.executable() is None:
         return "bubblewrap (`bwrap`) is not installed"
-    from fusebench.sandbox.run import probe  # the real engine on a trivial program
+    from fusebench.sandbox.supervise import probe  # the real engine on a trivial program
     detail = probe("bwrap")
     return None if detail is None else f"bubblewrap does not work here: {detail}"
 
@@ -80,7 +80,7 @@ def _unshare_problem() -> str | None:
         ok = False
     if not ok:
         return "`unshare` cannot create namespaces here"
-    from fusebench.sandbox.run import probe
+    from fusebench.sandbox.supervise import probe
     detail = probe("namespaces")
     return None if detail is None else f"the unshare fallback does not work here: {detail}"
 

@@ -9,6 +9,7 @@ evaluator kills every live sandbox, removes its cgroup and files, then lets the 
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import itertools
 import json
 import os
@@ -26,7 +27,7 @@ from pathlib import Path, PurePosixPath
 
 from fusebench.sandbox import bwrap, cgroups, unshare
 from fusebench.sandbox.mode import resolve
-from fusebench.sandbox.types import SYSTEM_PATH, WORK_DIR, Limits, Result, Status
+from fusebench.sandbox.types import SYSTEM_PATH, WORK_DIR, Limits, Result, SandboxError, Status
 
 # As root, each run gets its own uid from this range (no passwd entry needed), so RLIMIT_NPROC counts only its
 # own processes and one sandbox can never signal another's.
@@ -76,6 +77,7 @@ class _Run:
     group: cgroups.Cgroup = field(default_factory=cgroups.Cgroup)
     host_dir: Path | None = None
     uid: int | None = None
+    uid_lock: int | None = None  # fd holding the uid's lock file
 
     def cleanup(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -86,12 +88,15 @@ class _Run:
         self.group.destroy()
         if self.host_dir is not None:
             shutil.rmtree(self.host_dir, ignore_errors=True)
+        if self.uid_lock is not None:
+            os.close(self.uid_lock)  # releases the uid for the next run
+            self.uid_lock = None
 
 
 def _run(engine: str, argv: list[str], files: dict[str, str | bytes], limits: Limits,
          env: dict[str, str]) -> Result:
-    uid = UID_BASE + (os.getpid() * 7 + next(_uid_counter)) % UID_COUNT if os.geteuid() == 0 else None
-    state = _Run(uid=uid)
+    uid, uid_lock = _claim_uid() if os.geteuid() == 0 else (None, None)
+    state = _Run(uid=uid, uid_lock=uid_lock)
     if uid is not None:
         _used_uids.add(uid)
     fds: list[int] = []
@@ -143,6 +148,25 @@ def _run(engine: str, argv: list[str], files: dict[str, str | bytes], limits: Li
         state.cleanup()
         _live.pop(token, None)
         _restore_sigterm(old)
+
+
+def _claim_uid() -> tuple[int, int]:
+    """A sandbox uid no other live run (of any evaluator on this host) holds: an flock on /run/fusebench-sandbox/
+    <uid>.lock, kept until the run is cleaned up (the kernel drops it if the evaluator dies)."""
+    locks = Path("/run/fusebench-sandbox") if Path("/run").is_dir() else Path(tempfile.gettempdir(), "fusebench-uids")
+    locks.mkdir(mode=0o700, exist_ok=True)
+    start = (os.getpid() * 7 + next(_uid_counter)) % UID_COUNT
+    for i in range(UID_COUNT):
+        uid = UID_BASE + (start + i) % UID_COUNT
+        fd = os.open(locks / f"{uid}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return uid, fd
+    raise SandboxError(f"all {UID_COUNT} sandbox uids ({UID_BASE}-{UID_BASE + UID_COUNT - 1}) are in use by "
+                       f"running sandboxes; wait for some to finish.")
 
 
 def _judge(engine: str, returncode: int, status_doc: bytes, ready: bool, timed_out: bool, out: bytes, err: bytes,

@@ -40,8 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run every stage of a recipe (cached, resumable)")
     _recipe_args(p)
     p.add_argument("--only", default=None, help="run only the stages whose id starts with this prefix (and what they need)")
-    p.add_argument("--results", default="results", help="results store the run's evaluations are added to (default: results/)")
-    p.add_argument("--reports", default="reports", help="where the reports are rendered (default: reports/)")
+    p.add_argument("--publish", action="store_true",
+                   help="write into the repo's results/ and reports/ (default: WORKDIR/results, WORKDIR/reports)")
+    p.add_argument("--results", default=None, help="results store for the run's evaluations (overrides --publish)")
+    p.add_argument("--reports", default=None, help="where the reports are rendered (overrides --publish)")
 
     p = sub.add_parser("plan", help="print the stage graph: what is cached and what would run (downloads nothing)")
     _recipe_args(p)
@@ -75,10 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results", help="results store (default: results/)")
     p.add_argument("--out", default="reports", help="output directory (default: reports/)")
     p.add_argument("--format", default="md,latex,html,csv", help="comma-separated: md,latex,html,csv")
-    p.add_argument("--stderr", action="store_true", help="show each value's standard error (±) in the tables")
+    p.add_argument("--stderr", action="store_true", help="(kept for old scripts: ± is always shown now)")
 
     p = sub.add_parser("leaderboard", help="rank every evaluated model; `leaderboard add MODEL` adds one")
-    p.add_argument("action", nargs="?", choices=["show", "add"], default="show")
+    p.add_argument("action", nargs="?", choices=["show", "add", "sync"], default="show",
+                   help="show the board; add MODEL (scored on the board's data); sync: enter published runs")
+    p.add_argument("--board", default=None, help="directory holding board.yaml (default: results/leaderboard)")
     p.add_argument("model", nargs="?", help="with `add`: a model directory or hub id")
     p.add_argument("--name", default=None, help="with `add`: the row's name")
     p.add_argument("--suite", default=None, help="comma-separated suites to show / evaluate")

@@ -1,128 +1,154 @@
-"""`fusebench leaderboard`: ranking every reproduced model, and adding one without re-evaluating the others."""
+"""`fusebench leaderboard`: a board file of comparable numbers; entries only on exactly the board's data."""
 
 from __future__ import annotations
 
-import csv
 import json
+import re
+import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from fusebench.cli import main as fusebench_main
-from fusebench.report.leaderboard import AVG_UP, MEAN_RANK, build_leaderboard
+from fusebench.errors import FusebenchError
+from fusebench.report.board import entry_from_manifests, load_board, load_entries, normalised, ranked
 from fusebench.report.store import Evaluation, ResultsStore
 
-
-def lm_eval_shape(metric: str, values: dict[str, float], up: bool, date: float) -> dict:
-    """lm-eval 0.4.13's results dict for one metric over some tasks (see test_report_store.py for the real one)."""
-    return {"results": {t: {"alias": t, f"{metric},none": v, f"{metric}_stderr,none": "N/A"} for t, v in values.items()},
-            "group_subtasks": {}, "versions": {t: 1.0 for t in values}, "n-shot": {t: 0 for t in values},
-            "higher_is_better": {t: {metric: up} for t in values}, "date": date, "lm_eval_version": "0.4.13"}
+REPO = Path(__file__).resolve().parents[1]
+SHA = {"legal": "a" * 64, "code": "c" * 64}
 
 
-def bpb(legal: float, code: float, date: float = 1.0) -> dict:
-    return lm_eval_shape("bits_per_byte", {"bpb_legal": legal, "bpb_code": code}, up=False, date=date)
+def board_yaml(directory: Path, recipe: str = "recipes/smoke.yaml", sha: dict | None = None, docs: int = 5) -> Path:
+    sha = sha or SHA
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "board.yaml").write_text(yaml.safe_dump({
+        "name": "test-board", "description": "two domains.",
+        "suites": {"perplexity": {"metric": "bits_per_byte", "higher_is_better": False, "random_baseline": 8.0,
+                                  "best": 0.0, "max_length": 128, "tasks": {
+                                      t: {"sha256": sha[t], "documents": docs, "rebuild": {"recipe": recipe, "corpus": t}}
+                                      for t in sha}}}}))
+    return directory
 
 
-def acc(arc: float, boolq: float, date: float = 1.0) -> dict:
-    return lm_eval_shape("acc", {"arc_easy": arc, "boolq": boolq}, up=True, date=date)
+def manifest(values: dict[str, float], sha: dict | None = None, docs: int = 5, context: int = 128) -> dict:
+    sha = sha or SHA
+    return {"suite": "perplexity", "backend": {"max_length": context},
+            "tasks": {t: {"n_docs": docs, "data": {"sha256": sha[t], "path": f"/elsewhere/{t}/test.jsonl"}}
+                      for t in values},
+            "scores": [{"task": t, "metric": "bits_per_byte", "value": v, "stderr": 0.01} for t, v in values.items()]}
 
 
-@pytest.fixture
-def results(tmp_path) -> Path:
-    store = ResultsStore(tmp_path / "results")
-    store.add_run("tiny-seed0", [
-        Evaluation("tiny-target", "perplexity", bpb(1.50, 1.20), {"role": "target"}),
-        Evaluation("tiny-src-neox", "perplexity", bpb(1.40, 1.40), {"role": "source"}),
-        Evaluation("tiny-clm", "perplexity", bpb(1.48, 1.18), {"role": "baseline"}),
-        Evaluation("tiny-fusellm", "perplexity", bpb(1.35, 1.16), {"role": "fused"}),
-        Evaluation("tiny-target", "commonsense", acc(0.50, 0.60), {"role": "target"}),
-        Evaluation("tiny-clm", "commonsense", acc(0.52, 0.60), {"role": "baseline"}),
-        Evaluation("tiny-fusellm", "commonsense", acc(0.55, 0.61), {"role": "fused"}),
-    ])
-    return tmp_path / "results"
+def test_an_entry_scored_on_other_data_is_refused(tmp_path):
+    board = load_board(board_yaml(tmp_path))
+    entry = entry_from_manifests(board, "ok", "m", "hub", [manifest({"legal": 2.0, "code": 3.0})])
+    assert entry.scores == {"perplexity/legal": 2.0, "perplexity/code": 3.0}
+    other = {**SHA, "code": "d" * 64}
+    with pytest.raises(FusebenchError, match="scored on other data than the board for perplexity/code"):
+        entry_from_manifests(board, "x", "m", "hub", [manifest({"legal": 2.0, "code": 3.0}, sha=other)])
+    with pytest.raises(FusebenchError, match="other data"):                       # same file, fewer documents
+        entry_from_manifests(board, "x", "m", "hub", [manifest({"legal": 2.0, "code": 3.0}, docs=1)])
+    with pytest.raises(FusebenchError, match="256-token context"):
+        entry_from_manifests(board, "x", "m", "hub", [manifest({"legal": 2.0, "code": 3.0}, context=256)])
+    with pytest.raises(FusebenchError, match="not scored on perplexity/code"):
+        entry_from_manifests(board, "x", "m", "hub", [manifest({"legal": 2.0})])
 
 
-def test_models_are_ranked_by_mean_rank_with_bits_per_byte_lower_is_better(results):
-    board = build_leaderboard(ResultsStore(results).frame())
-    frame = board.frame.set_index("model")
-    assert list(board.frame["model"]) == ["tiny-fusellm", "tiny-clm", "tiny-target", "tiny-src-neox"]
-    assert board.higher_is_better == {"commonsense": True, "perplexity": False}
-    assert frame.loc["tiny-fusellm", "perplexity"] == pytest.approx((1.35 + 1.16) / 2)
-    assert frame.loc["tiny-fusellm", "commonsense"] == pytest.approx(58.0)      # percent, as in the tables
-    # perplexity ranks (lower wins): fusellm 1, clm 2, target 3 (1.35), neox 4 (1.40); commonsense: 1, 2, 3
-    assert frame.loc["tiny-target", MEAN_RANK] == pytest.approx(3.0)
-    assert frame.loc["tiny-src-neox", MEAN_RANK] == pytest.approx(4.0)           # ranked on what it has
-    assert frame.loc["tiny-fusellm", AVG_UP] == pytest.approx(58.0)              # bits per byte not averaged in
-    assert frame.loc["tiny-src-neox", "role"] == "source"
-    assert list(board.frame["rank"]) == [1, 2, 3, 4]
+def test_ranking_is_the_mean_of_normalised_scores(tmp_path):
+    board = load_board(board_yaml(tmp_path))
+    suite = board.suites["perplexity"]
+    assert normalised(suite, 8.0) == 0.0 and normalised(suite, 0.0) == 100.0 and normalised(suite, 2.0) == 75.0
+    a = entry_from_manifests(board, "a", "m", "hub", [manifest({"legal": 2.0, "code": 4.0})])   # 75, 50
+    b = entry_from_manifests(board, "b", "m", "hub", [manifest({"legal": 1.0, "code": 6.0})])   # 87.5, 25
+    rows = ranked(board, [b, a])
+    assert [r["name"] for r in rows] == ["a", "b"] and rows[0]["average"] == pytest.approx(62.5)
+    assert rows[1]["average"] == pytest.approx(56.25)
 
 
-def test_leaderboard_command_writes_md_csv_png_and_prints_the_table(results, tmp_path, capsys):
-    out = tmp_path / "reports"
-    assert fusebench_main(["leaderboard", "--results", str(results), "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert "| 1 | tiny-fusellm | fused | tiny-seed0 | 58.00 | 1.2550 | 1.00 | 58.00 |\n| 2 | tiny-clm" in printed
-    rows = list(csv.DictReader(open(out / "leaderboard.csv")))
-    assert [r["model"] for r in rows][0] == "tiny-fusellm" and rows[0][MEAN_RANK] == "1.0"
-    assert "mean rank" in (out / "leaderboard.md").read_text()
-    assert (out / "leaderboard.png").stat().st_size > 10_000 and (out / "leaderboard.svg").exists()
-
-
-def test_suite_filter_ranks_on_that_suite_only(results):
-    board = build_leaderboard(ResultsStore(results).frame(), ["perplexity"])
-    assert board.benchmarks == ["perplexity"] and AVG_UP not in board.frame.columns
-    assert list(board.frame["model"]) == ["tiny-fusellm", "tiny-clm", "tiny-target", "tiny-src-neox"]
-
-
-def test_a_re_evaluated_model_shows_its_latest_numbers(results):
-    ResultsStore(results).add_run("tiny-seed0-rerun", [Evaluation("tiny-target", "perplexity", bpb(1.0, 1.0, 2.0))])
-    frame = build_leaderboard(ResultsStore(results).frame()).frame.set_index("model")
-    assert frame.loc["tiny-target", "perplexity"] == pytest.approx(1.0)
-    assert frame.loc["tiny-target", "runs"] == "tiny-seed0,tiny-seed0-rerun"
-
-
-def test_empty_store_and_add_without_model_are_user_errors(tmp_path, capsys):
-    assert fusebench_main(["leaderboard", "--results", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
-    assert "nothing to rank" in capsys.readouterr().err
-    assert fusebench_main(["leaderboard", "add", "--results", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
-    assert "needs a model" in capsys.readouterr().err
-
-
-def test_add_refuses_a_name_already_on_the_board(results, tmp_path, capsys):
-    assert fusebench_main(["leaderboard", "add", str(tmp_path), "--name", "tiny-clm", "--results", str(results),
-                           "--out", str(tmp_path / "o")]) == 2
-    assert "already on the leaderboard" in capsys.readouterr().err
-
-
-def test_add_scores_only_the_new_model_on_the_boards_own_corpus(tmp_path, tiny_llama_dir, stdlib_texts, capsys):
-    corpus = tmp_path / "corpora" / "code"
-    corpus.mkdir(parents=True)
-    (corpus / "test.jsonl").write_text("".join(json.dumps({"text": t[:400]}) + "\n" for t in stdlib_texts[:3]))
-    manifest = {"role": "target", "tasks": {"code": {"lm_eval_task": "ppl_code",
-                                                      "data": {"path": str(corpus / "test.jsonl")}}}}
+def test_sync_enters_matching_runs_with_their_seed_mean_and_refuses_others(tmp_path, capsys):
+    board_dir = board_yaml(tmp_path / "board")
     results = tmp_path / "results"
-    ResultsStore(results).add_run("tiny-seed0", [Evaluation("tiny-target", "perplexity", lm_eval_shape(
-        "bits_per_byte", {"ppl_code": 9.0}, up=False, date=1.0), manifest)])
-    before = {p: p.read_bytes() for p in results.rglob("*.json")}
-    assert fusebench_main(["leaderboard", "add", str(tiny_llama_dir), "--name", "tiny-new", "--limit", "2",
-                           "--results", str(results), "--workdir", str(tmp_path / "work"),
-                           "--out", str(tmp_path / "reports")]) == 0
-    assert {p: p.read_bytes() for p in before} == before                      # the board's model was not re-run
-    frame = ResultsStore(results).frame()
-    new = frame[(frame["model"] == "tiny-new") & (frame["metric"] == "bits_per_byte")]
-    assert new["task"].tolist() == ["ppl_code"] and new["run_id"].tolist() == ["leaderboard-tiny-new"]
-    assert 0 < new["value"].iloc[0] < 20                                       # a real score of a random model
+    run = results / "smoke-0123abcd"
+    for model, seed, values in (("clm", 0, (2.0, 3.0)), ("clm", 1, (2.2, 3.2)), ("target", None, (2.5, 3.5))):
+        folder = run / model / (f"seed-{seed}" if seed is not None else "")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "perplexity.manifest.json").write_text(json.dumps(manifest(dict(zip(SHA, values)))))
+    (run / "run.json").write_text(json.dumps({"recipe": "smoke", "models": {}}))
+    other = results / "elsewhere-89abcdef" / "big"
+    other.mkdir(parents=True)
+    (other / "perplexity.manifest.json").write_text(json.dumps(manifest({"legal": 0.5, "code": 0.5},
+                                                                        sha={**SHA, "legal": "e" * 64})))
+    (other.parent / "run.json").write_text(json.dumps({"recipe": "elsewhere", "models": {}}))
+    assert fusebench_main(["leaderboard", "sync", "--board", str(board_dir), "--results", str(results),
+                           "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert "refused elsewhere/big" in printed and "other data" in printed     # the better-looking model stays off
+    entries = {e.name: e for e in load_entries(board_dir)}
+    assert set(entries) == {"smoke/clm", "smoke/target"}
+    assert entries["smoke/clm"].scores["perplexity/legal"] == pytest.approx(2.1) and entries["smoke/clm"].seeds == [0, 1]
+    text = "".join(p.read_text() for p in (board_dir / "entries").glob("*.json"))
+    assert not re.search(r'"(/|[A-Z]:\\\\)', text)                             # portable: no absolute paths
+    out = tmp_path / "out"
+    assert "mean of normalised scores" in (out / "leaderboard.md").read_text()
+    assert '<img src="leaderboard.svg"' in (out / "leaderboard.html").read_text()
+    assert "REPRODUCED" in (out / "leaderboard.svg").read_text()
+    assert (out / "leaderboard.png").stat().st_size > 5_000
+
+
+def test_the_shipped_board_is_portable():
+    text = (REPO / "results" / "leaderboard" / "board.yaml").read_text()
+    board = load_board(REPO / "results" / "leaderboard")
+    for suite in board.suites.values():
+        for task in suite.tasks.values():
+            assert not Path(task.rebuild.recipe).is_absolute() and (REPO / task.rebuild.recipe).exists()
+    assert "/tmp" not in text and "/work" not in text
+
+
+def test_add_scores_one_model_on_the_rebuilt_board_data_and_touches_no_other_row(tmp_path, tiny_llama_dir, capsys):
+    import hashlib
+
+    from fusebench.pipeline.graph import GraphBuilder
+    from fusebench.pipeline.recipe import load_recipe
+    from fusebench.pipeline.runner import Runner
+
+    # the smoke recipe's code and legal test splits as a board: their hashes taken from one build
+    g = GraphBuilder(load_recipe(REPO / "recipes" / "smoke.yaml"))
+    ids = {t: g.corpus(t) for t in SHA}
+    runner = Runner(list(g.stages.values()), tmp_path / "w" / "corpora")
+    runner.run("corpus:")
+    sha = {t: hashlib.sha256((runner.path(s) / "test.jsonl").read_bytes()).hexdigest() for t, s in ids.items()}
+    docs = {t: sum(1 for _ in open(runner.path(s) / "test.jsonl")) for t, s in ids.items()}
+    board_dir = board_yaml(tmp_path / "board", sha=sha, docs=docs["code"])
+    data = yaml.safe_load((board_dir / "board.yaml").read_text())
+    data["suites"]["perplexity"]["tasks"]["legal"]["documents"] = docs["legal"]
+    (board_dir / "board.yaml").write_text(yaml.safe_dump(data))
+    (board_dir / "entries").mkdir()
+    shutil.copy(Path(__file__), board_dir / "entries" / "keep.txt")                 # any other file stays as is
+    assert fusebench_main(["leaderboard", "add", str(tiny_llama_dir), "--name", "tiny-new", "--board",
+                           str(board_dir), "--workdir", str(tmp_path / "w"), "--out", str(tmp_path / "out")]) == 0
+    (entry,) = load_entries(board_dir)
+    assert entry.name == "tiny-new" and entry.data == {f"perplexity/{t}": sha[t] for t in SHA}
+    assert all(0 < v < 20 for v in entry.scores.values())                         # a real score of a random model
+    assert (board_dir / "entries" / "keep.txt").read_bytes() == Path(__file__).read_bytes()
     assert "tiny-new" in capsys.readouterr().out
-    board = {r["model"]: r for r in csv.DictReader(open(tmp_path / "reports" / "leaderboard.csv"))}
-    assert set(board) == {"tiny-target", "tiny-new"}
-    assert float(board["tiny-new"]["perplexity"]) == pytest.approx(new["value"].iloc[0])
+    # a board whose hash this version cannot rebuild refuses to score anything
+    bad = board_yaml(tmp_path / "bad", sha={**sha, "code": "0" * 64}, docs=docs["code"])
+    assert fusebench_main(["leaderboard", "add", str(tiny_llama_dir), "--board", str(bad),
+                           "--workdir", str(tmp_path / "w"), "--out", str(tmp_path / "out2")]) == 2
+    assert "does not match the board's sha256" in capsys.readouterr().err
+    assert not (bad / "entries").exists()
 
 
-def test_models_of_the_same_name_from_different_recipes_are_kept_apart(tmp_path):
-    store = ResultsStore(tmp_path)
-    store.add_run("tiny-0123abcd", [Evaluation("target", "perplexity", bpb(3.0, 3.0, 3.0))])
-    store.add_run("smollm2-89abcdef", [Evaluation("target", "perplexity", bpb(2.0, 2.0, 2.0))])
-    frame = build_leaderboard(ResultsStore(tmp_path).frame()).frame.set_index("model")
-    assert frame.loc["tiny/target", "perplexity"] == pytest.approx(3.0)
-    assert frame.loc["smollm2/target", "perplexity"] == pytest.approx(2.0)
+def test_empty_board_and_add_without_model_are_user_errors(tmp_path, capsys):
+    board_dir = board_yaml(tmp_path / "b")
+    assert fusebench_main(["leaderboard", "--board", str(board_dir), "--out", str(tmp_path / "o")]) == 2
+    assert "no entries yet" in capsys.readouterr().err
+    assert fusebench_main(["leaderboard", "add", "--board", str(board_dir), "--out", str(tmp_path / "o")]) == 2
+    assert "needs a model" in capsys.readouterr().err
+    assert fusebench_main(["leaderboard", "--board", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
+    assert "board.yaml" in capsys.readouterr().err
+
+
+def test_store_still_reads_runs_written_by_add_run(tmp_path):
+    ResultsStore(tmp_path).add_run("r", [Evaluation("m", "s", {"results": {"t": {"acc,none": 0.5}}})])
+    assert list(ResultsStore(tmp_path).frame()["model"]) == ["m"]

@@ -205,9 +205,9 @@ def test_tiny_world_run_gets_a_generic_table_with_changes_against_its_base(tmp_p
                           "tiny-fusellm"]                        # inputs, then the target, then what it became
     assert cells[("legal", "tiny-base")] == "1.5000"
     assert cells[("legal", "tiny-fusellm")] == "1.3500 (-10.00%)"
-    assert cells[("legal", "tiny-expert-legal")] == "**1.3000**"   # lower is better; experts get no change
+    assert cells[("legal", "tiny-expert-legal")] == "1.3000"   # experts get no change; values are never bolded
     assert cells[("Avg. 3 domains", "tiny-ensemble")] == "1.4167 (-5.56%)"
-    assert cells[("Avg. 3 domains", "tiny-fusellm")] == "**1.4100** (-6.00%)"
+    assert cells[("Avg. 3 domains", "tiny-fusellm")] == "1.4100 (-6.00%)"
     assert not (tmp_path / "out" / "run_tiny_seed0_perplexity.tex").exists()
     md = (tmp_path / "out" / "run_tiny_seed0_perplexity.md").read_text()
     assert "bits per byte" in md and "lower is better" in md and "`tiny-base`" in md
@@ -215,10 +215,10 @@ def test_tiny_world_run_gets_a_generic_table_with_changes_against_its_base(tmp_p
     assert "<text" in (tmp_path / "out" / "fig_run_tiny_seed0_perplexity.svg").read_text()  # labels stay text
 
 
-def test_stderr_option_shows_plus_minus(tmp_path):
+def test_stderr_is_always_shown(tmp_path):
     store = ResultsStore(tmp_path / "results")
     paper_repro_run(store)
-    for flag, expect in (([], False), (["--stderr"], True)):
+    for flag, expect in (([], True), (["--stderr"], True)):     # issue 14: ± no longer hides behind a flag
         out = tmp_path / f"out{len(flag)}"
         fusebench_main(["report", "--results", str(tmp_path / "results"), "--out", str(out), "--format", "md",
                         *flag])
@@ -235,9 +235,9 @@ def test_reproduced_run_sits_beside_the_paper_with_differences(tmp_path):
     assert header[1:] == ["Llama-2-7B paper", "Llama-2-7B ours", "Llama-2-7B Δ", "FuseLLM-7B paper",
                           "FuseLLM-7B ours", "FuseLLM-7B Δ"]
     assert cells[("ARC-easy", "FuseLLM-7B paper")] == "75.04"
-    assert cells[("ARC-easy", "FuseLLM-7B ours")] == "75.50"
+    assert cells[("ARC-easy", "FuseLLM-7B ours")] == "75.50 ± 1.00"
     assert cells[("ARC-easy", "FuseLLM-7B Δ")] == "+0.46"
-    assert cells[("BoolQ", "Llama-2-7B ours")] == "77.00"          # acc, BoolQ having no acc_norm
+    assert cells[("BoolQ", "Llama-2-7B ours")] == "77.00 ± 1.00"   # acc, BoolQ having no acc_norm
     assert cells[("Avg. 5 Tasks", "Llama-2-7B ours")] == "66.40"   # (75 + 77 + 3 * 60) / 5
     index = (tmp_path / "out" / "index.md").read_text()
     assert "reported + reproduced (run `reported`, `repro`)" in index
@@ -264,11 +264,11 @@ def test_lm_eval_task_names_line_up_with_the_papers_rows_across_suites(tmp_path)
         Evaluation("FuseLLM-7B", "bbh", bbh_results), Evaluation("FuseLLM-7B", "lambada", lambada)])
     fusebench_main(["report", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "out"), "--format", "md"])
     _, cells = parse_markdown(tmp_path / "out" / "table1_bbh_vs_paper_seed0.md")
-    assert (cells[("Navigate", "FuseLLM-7B paper")], cells[("Navigate", "FuseLLM-7B ours")]) == ("64.40", "60.00")
+    assert (cells[("Navigate", "FuseLLM-7B paper")], cells[("Navigate", "FuseLLM-7B ours")]) == ("64.40", "60.00 ± 2.00")
     assert ("Avg. 27 Tasks", "FuseLLM-7B ours") not in cells   # 2 of 27 tasks: not comparable to the paper's average
     _, gen = parse_markdown(tmp_path / "out" / "table8_generation_vs_paper_seed0.md")
     assert gen[("LAMBADA", "FuseLLM-7B Δ")] == "+0.29"                    # 74.01 − 73.72
     header, run = parse_markdown(tmp_path / "out" / "run_paper_seed0_bbh.md")
     assert {r for r, _ in run} == {"navigate", "snarks", "Avg. 2 tasks"}  # shared prefix and suffix dropped
-    assert run[("Avg. 2 tasks", "FuseLLM-7B")] == "55.00"      # one model: nothing to bold
+    assert run[("Avg. 2 tasks", "FuseLLM-7B")] == "55.00 ± 1.41"   # √(2·2²)/2: tasks taken as independent
     assert (tmp_path / "out" / "fig_run_paper_seed0_bbh.png").exists()

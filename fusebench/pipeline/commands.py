@@ -1,8 +1,11 @@
 """`fusebench run` and `fusebench plan`.
 
 Everything a run computes lives under its workdir (default `runs/<recipe name>/`): `cache/` (one folder per stage)
-and `logs/` (one log file per invocation). Its evaluations are then published to the results store (default
-`results/<recipe name>/`, append-only: a finished run is never rewritten) and the reports re-rendered (`reports/`).
+and `logs/` (one log file per invocation). Its evaluations then go to a results store (`results/<recipe>-<hash>/`,
+append-only: a finished run is never rewritten) and the reports are rendered from that store. Both live in the
+workdir (`<workdir>/results`, `<workdir>/reports`) unless publishing is asked for (`--publish` or `publish: true`
+in the recipe): only then does a run write into the repository's `results/` and `reports/`. Explicit `--results` /
+`--reports` paths win over both.
 """
 
 from __future__ import annotations
@@ -70,16 +73,23 @@ def run(args) -> int:
     log.info("recipe %s -> %s (log: %s)", recipe.name, workdir, log_path)
     start = time.time()
     done = runner.run(args.only)
-    results = Path(getattr(args, "results", None) or "results")
+    results, out = output_dirs(args, recipe, workdir)
     published = publish_results(recipe, runner, done, results)
     if published and recipe.report:
         from fusebench.report.cli import report
 
-        out = Path(getattr(args, "reports", None) or "reports")
         report(results, out, ["md", "latex", "html", "csv"])
         log.info("reports written to %s (index: %s)", out, out / "index.md")
     log.info("finished %d stages in %.1fs", len(done), time.time() - start)
     return 0
+
+
+def output_dirs(args, recipe, workdir: Path) -> tuple[Path, Path]:
+    """(results store, reports dir): the repo's only when publishing is asked for; explicit paths win."""
+    publish = bool(getattr(args, "publish", False) or recipe.publish)
+    base = Path(".") if publish else workdir
+    return (Path(getattr(args, "results", None) or base / "results"),
+            Path(getattr(args, "reports", None) or base / "reports"))
 
 
 def publish_results(recipe, runner: Runner, done: dict[str, Path], results: Path) -> Path | None:
@@ -98,17 +108,28 @@ def publish_results(recipe, runner: Runner, done: dict[str, Path], results: Path
         return run_dir
     staging = results / f".{run_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
-    for path in evals.values():
+    for sid, path in evals.items():
+        seed = runner.stages[sid].config.get("seed")     # set for seed-dependent models only (graph.py)
         for f in path.rglob("*.json"):
             if f.name != ".stage.json":  # evaluate_model writes <recipe>/<model>/<suite>(.manifest).json
-                dest = staging / f.relative_to(path).relative_to(recipe.name)
+                rel = f.relative_to(path).relative_to(recipe.name)
+                dest = staging / (rel if seed is None else rel.parent / f"seed-{seed}" / rel.name)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(f, dest)
+                if seed is not None and f.name.endswith(".manifest.json"):   # the results carry their seed
+                    manifest = json.loads(dest.read_text())
+                    manifest["training_seed"] = seed
+                    dest.write_text(json.dumps(manifest, indent=2))
     roles = {name: {"role": m.role, "kind": m.kind, "init": m.init, "teachers": m.teachers,
                     "fusion": m.fusion.model_dump(by_alias=True) if m.fusion else None}
              for name, m in recipe.models.items()}
     target = next((n for n, m in recipe.models.items() if m.role == "target"), None)
+    from fusebench.pipeline.graph import seed_dependent
+
     (staging / "run.json").write_text(json.dumps({"recipe": recipe.name, "target": target, "models": roles,
+                                                  "seeds": recipe.seeds,
+                                                  "seed_dependent": sorted(seed_dependent(recipe)) if recipe.seeds
+                                                  else [],
                                                   "stages": {s: runner.stages[s].key for s in evals}}, indent=2))
     staging.rename(run_dir)  # appears whole or not at all
     log.info("results published to %s", run_dir)

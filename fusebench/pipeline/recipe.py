@@ -219,6 +219,11 @@ class Recipe(Strict):
     models: dict[str, ModelSpec]
     evaluate: EvaluateSpec | None = None
     report: bool = True
+    # train every seed-dependent model once per seed (graph.py: `seed_dependent`); empty = one run, as written.
+    # Seed s offsets a model's own `train.seed` by s, so seed 0 is the single-seed run.
+    seeds: list[int] = []
+    # write into the repo's results/ and reports/ (like `fusebench run --publish`); otherwise into the workdir
+    publish: bool = False
 
     @model_validator(mode="after")
     def _references(self):
@@ -243,6 +248,8 @@ class Recipe(Strict):
                     check("model", member, self.models, f"models.{n}.merge")
             if m.train:
                 check("corpus", m.train.corpus, self.corpora, f"models.{n}.train.corpus")
+        if len(set(self.seeds)) != len(self.seeds) or any(s < 0 for s in self.seeds):
+            raise ValueError(f"seeds: {self.seeds} must be distinct non-negative integers, e.g. seeds=[0,1,2]")
         if self.evaluate:
             for n in self.evaluate.models or []:
                 check("model", n, self.models, "evaluate.models")

@@ -16,7 +16,8 @@ from fusebench.report import plots
 from fusebench.report.reported import REPORTED_RUN_ID, reported_specs
 from fusebench.report.render import FORMATS, write_table
 from fusebench.report.store import ResultsStore
-from fusebench.report.tables import Table, comparison_tables, paper_table, run_tables
+from fusebench.report.runs import run_tables
+from fusebench.report.tables import Table, comparison_tables, paper_table
 
 
 def _formats(text: str) -> list[str]:
@@ -105,7 +106,7 @@ def _relative(path: str, results: Path) -> str:
         return path
 
 
-def report(results: Path, out: Path, formats: list[str], stderr: bool = False, figures: bool = True) -> list[Table]:
+def report(results: Path, out: Path, formats: list[str], stderr: bool = True, figures: bool = True) -> list[Table]:
     """Render every table (and figure) into `out`; returns the tables rendered."""
     tables = build_tables(results)
     out.mkdir(parents=True, exist_ok=True)
@@ -118,6 +119,6 @@ def report(results: Path, out: Path, formats: list[str], stderr: bool = False, f
 def main(args) -> int:
     start = time.perf_counter()
     results, out = Path(args.results), Path(args.out)
-    tables = report(results, out, _formats(args.format), stderr=getattr(args, "stderr", False))
+    tables = report(results, out, _formats(args.format))    # ± is always shown (--stderr is kept as a no-op)
     print(f"wrote {len(tables)} tables and index.md to {out} in {time.perf_counter() - start:.1f} s")
     return 0

@@ -1,165 +1,176 @@
-"""The leaderboard: every reproduced model (sources, target, baselines, fused, and models added later) ranked on
-the suites it was evaluated on.
+"""`fusebench leaderboard`: a board of comparable numbers (board.py holds its definition and ranking).
 
-A benchmark column is the model's mean over the suite's tasks (the metric each task is shown with in the tables).
-Suites point different ways (accuracy up, bits per byte down), so they are never averaged together: the ranking is
-by **mean rank** (rank 1 = best on that benchmark, ranks averaged over the benchmarks a model has), and a separate
-"Avg. ↑" column averages only the higher-is-better benchmarks, like the paper's averages. A model evaluated in
-several runs shows its latest evaluation of each suite.
+- `fusebench leaderboard`              render the board: Markdown, HTML (table and plot), CSV, PNG/SVG;
+- `fusebench leaderboard add MODEL`    score one model (a local directory, a hub id, or `gguf:package:NAME` /
+                                       `gguf:PATH`) on the board's data, rebuilt and checked by content hash, and
+                                       add one row; nothing else is recomputed;
+- `fusebench leaderboard sync`         enter the published runs in results/ that were scored on exactly the board's
+                                       data (seed-dependent models: the mean over their seeds); others are listed
+                                       as refused, with the reason.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import html
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
 from fusebench.errors import FusebenchError
-from fusebench.report.store import ResultsStore
-from fusebench.report.tables import METRIC_LABELS, primary_rows
+from fusebench.report.board import (BOARD_DIR, Board, Entry, entry_from_manifests, load_board, load_entries, ranked,
+                                    write_entry)
 
-MEAN_RANK = "mean rank"
-AVG_UP = "Avg. ↑"
-
-
-@dataclass
-class Leaderboard:
-    frame: pd.DataFrame                  # rank, model, role, runs, one column per benchmark, mean rank, Avg. ↑
-    benchmarks: list[str]
-    higher_is_better: dict[str, bool]
-    decimals: dict[str, int]             # per benchmark: 2 for percentages, 4 for bits per byte and the like
-    metrics: dict[str, str]              # per benchmark: what its numbers are, for axis and panel labels
-
-    def to_markdown(self) -> str:
-        cols = list(self.frame.columns)
-        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        for _, row in self.frame.iterrows():
-            lines.append("| " + " | ".join(_fmt(row[c], self.decimals.get(c, 2)) for c in cols) + " |")
-        arrows = ", ".join(f"{b} {'↑' if self.higher_is_better[b] else '↓'}" for b in self.benchmarks)
-        return ("\n".join(lines) + f"\n\nBenchmarks ({arrows}): each model's mean over the suite's tasks. Ranked by "
-                f"{MEAN_RANK} over benchmarks (1 = best); {AVG_UP} averages only higher-is-better benchmarks.\n")
+REPO = Path(__file__).resolve().parents[2]
 
 
-def _fmt(value, decimals: int) -> str:
-    if isinstance(value, float):
-        return "—" if value != value else f"{value:.{decimals}f}"
-    return str(value)
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def build_leaderboard(frame: pd.DataFrame, suites: list[str] | None = None) -> Leaderboard:
-    rows = primary_rows(frame)
-    if suites:
-        rows = rows[rows["suite"].isin(suites)]
-    if rows.empty:
-        wanted = f" on suites {', '.join(suites)}" if suites else ""
-        raise FusebenchError(f"no reproduced results{wanted} in the results store, so there is nothing to rank. "
-                             "Evaluate models first (`fusebench eval MODEL --suite ...` or `fusebench run RECIPE`), "
-                             "or `fusebench leaderboard add MODEL --suite ...`.")
-    rows = rows.assign(date=rows["date"].fillna(0.0))
-    # Recipes reuse generic names ("target", "clm"): a name that several recipes use is a different model in each,
-    # so it is qualified by its recipe ("tiny/target"); re-running one recipe (a new run id) still replaces it.
-    # Runs published by `fusebench run` are named <recipe>-<8 hex>; other run ids name no recipe and are left alone.
-    family = rows["run_id"].str.extract(r"^(.*)-[0-9a-f]{8}$", expand=False)
-    shared = rows.assign(family=family).groupby("model")["family"].nunique()
-    clash = (rows["model"].map(shared) > 1) & family.notna()
-    rows = rows.assign(model=rows["model"].where(~clash, family + "/" + rows["model"]))
-    # the latest evaluation of each (model, suite): a re-evaluated model replaces its older numbers
-    latest = rows.groupby(["model", "suite"])[["date", "run_id"]].max().reset_index()
-    rows = rows.merge(latest, on=["model", "suite", "date", "run_id"])
-    scores = rows.pivot_table(index="model", columns="suite", values="value", aggfunc="mean")
-    benchmarks = sorted(scores.columns)
-    up = {s: bool(rows.loc[rows["suite"] == s, "higher_is_better"].iloc[0]) for s in benchmarks}
-    ranks = pd.DataFrame({s: scores[s].rank(ascending=not up[s], method="min") for s in benchmarks})
-    board = pd.DataFrame({"model": scores.index})
-    info = rows.groupby("model").agg(role=("role", lambda r: next((x for x in r if x), "")),
-                                     runs=("run_id", lambda r: ",".join(sorted(set(r)))))
-    board = board.join(info, on="model")
-    for s in benchmarks:
-        board[s] = scores[s].values
-    board[MEAN_RANK] = ranks.mean(axis=1).values
-    higher = [s for s in benchmarks if up[s]]
-    if higher:
-        board[AVG_UP] = scores[higher].mean(axis=1, skipna=False).values
-    board = board.sort_values([MEAN_RANK, "model"]).reset_index(drop=True)
-    board.insert(0, "rank", board[MEAN_RANK].rank(method="min").astype(int))
-    decimals = {s: 2 if (rows.loc[rows["suite"] == s, "unit"] == "%").all() else 4 for s in benchmarks}
-    metrics = {s: " / ".join(sorted({METRIC_LABELS.get(m, m) for m in rows.loc[rows["suite"] == s, "metric"]}))
-               for s in benchmarks}
-    return Leaderboard(board, benchmarks, up, decimals, metrics)
+def rebuild_corpora(board: Board, workdir: Path) -> dict[str, Path]:
+    """Every board task's corpus, rebuilt by its recipe's corpus stage (cached in `workdir`), checked by sha256."""
+    from fusebench.pipeline.graph import GraphBuilder
+    from fusebench.pipeline.recipe import load_recipe
+    from fusebench.pipeline.runner import Runner
+
+    out: dict[str, Path] = {}
+    for suite in board.suites.values():
+        for task, spec in suite.tasks.items():
+            g = GraphBuilder(load_recipe(REPO / spec.rebuild.recipe))
+            sid = g.corpus(spec.rebuild.corpus)
+            runner = Runner(list(g.stages.values()), workdir / "corpora")
+            runner.run(sid)
+            test = runner.path(sid) / "test.jsonl"
+            if _sha256(test) != spec.sha256:
+                raise FusebenchError(f"the rebuilt corpus {spec.rebuild.corpus!r} of {spec.rebuild.recipe} "
+                                     f"({test}) does not match the board's sha256 {spec.sha256[:12]}… for task "
+                                     f"{task!r}: this fusebench version builds other text, so its scores would not "
+                                     "be comparable. Use the fusebench version the board was made with.")
+            out[task] = test.parent
+    return out
 
 
-def write_leaderboard(board: Leaderboard, out: Path) -> list[Path]:
-    from fusebench.report.plots import leaderboard_bars
+def _resolve_model(model: str, workdir: Path) -> tuple[str, str]:
+    """(what evaluate_model loads, kind)."""
+    if model.startswith("gguf:"):
+        from fusebench.models.gguf import gguf_to_hf, resolve_gguf
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "leaderboard.md").write_text("## Leaderboard\n\n" + board.to_markdown(), encoding="utf-8")
-    board.frame.to_csv(out / "leaderboard.csv", index=False)
-    return [out / "leaderboard.md", out / "leaderboard.csv", *leaderboard_bars(board, out / "leaderboard")]
-
-
-def _suites(text: str | None) -> list[str] | None:
-    return [s.strip() for s in text.split(",") if s.strip()] if text else None
-
-
-def _board_suites(rows: pd.DataFrame) -> tuple[list[str], dict[str, Path]]:
-    """What the board's models were evaluated on, read from their manifests: suite:benchmark specs for
-    `evaluate_model`, and the perplexity corpora (directories of the test.jsonl files scored), so a new model is
-    scored on exactly the same data."""
-    specs: dict[str, None] = {}
-    corpora: dict[str, Path] = {}
-    for source, suite in sorted(set(zip(rows["source_file"], rows["suite"]))):
-        manifest_path = Path(source).with_name(f"{suite}.manifest.json")
-        tasks = json.loads(manifest_path.read_text()).get("tasks", {}) if manifest_path.exists() else {}
-        if not isinstance(tasks, dict) or not tasks:
-            specs[suite] = None
-            continue
-        for benchmark, info in tasks.items():
-            specs[f"{suite}:{benchmark}"] = None
-            data = (info or {}).get("data") or {}
-            if suite == "perplexity" and data.get("path"):
-                corpora[benchmark] = Path(data["path"]).parent
-    whole = {s for s in specs if ":" not in s}    # a suite seen without task detail is evaluated whole
-    return [s for s in specs if s.split(":")[0] not in whole or ":" not in s], corpora
+        source = model.removeprefix("gguf:")
+        out = workdir / "gguf" / hashlib.sha256(source.encode()).hexdigest()[:16]
+        if not (out / "config.json").exists():
+            gguf_to_hf(resolve_gguf(source), out)
+        return str(out), "gguf"
+    return model, "directory" if Path(model).exists() else "hub"
 
 
-def add_model(model: str, name: str | None, suites: list[str] | None, results: Path, workdir: str | None,
-              limit: int | None) -> str:
-    """Evaluate one new model on the leaderboard's suites (or `suites`) and store it as run `leaderboard-<name>`;
-    the models already on the board are not evaluated again."""
-    from fusebench.models.load import check_source
+def add_model(model: str, name: str | None, board_dir: Path, workdir: Path) -> Entry:
+    if not model.startswith("gguf:"):  # a missing path says so first, not later as a complaint about corpora
+        from fusebench.models.load import check_source
 
-    check_source(model)  # a missing path says so before anything about the board's suites or corpora
-    existing = primary_rows(ResultsStore(results).frame())
+        check_source(model)
+    board = load_board(board_dir)
     name = name or Path(model.rstrip("/")).name
-    if not existing.empty and name in set(existing["model"]):
-        raise FusebenchError(f"a model named {name!r} is already on the leaderboard (results in {results}). Give the "
-                             "new one another name with --name.")
-    specs, corpora = _board_suites(existing) if not existing.empty else ([], {})
-    if suites:
-        on_board = {s.split(":")[0] for s in specs}
-        specs = [s for s in specs if s.split(":")[0] in suites] + [s for s in suites if s not in on_board]
-    if not specs:
-        raise FusebenchError("the leaderboard is empty, so it has no suites to evaluate a new model on. Name them: "
-                             f"`fusebench leaderboard add {model} --suite commonsense`.")
+    if any(e.name == name for e in load_entries(board_dir)):
+        raise FusebenchError(f"{name!r} is already on the board in {board_dir}. Give the new model another name "
+                             "with --name.")
+    location, kind = _resolve_model(model, workdir)
+    corpora = rebuild_corpora(board, workdir)
     from fusebench.evaluate.api import evaluate_model   # heavy (torch, lm-eval): only when adding
 
-    evaluate_model(model, specs, name=name, limit=limit, workdir=workdir or "runs/eval", results_dir=results,
-                   run_id=f"leaderboard-{name}", corpora=corpora)
-    return name
+    manifests = []
+    for suite_name, suite in board.suites.items():
+        result = evaluate_model(location, [f"{suite_name}:{t}" for t in suite.tasks], name=name, limit=suite.limit,
+                                workdir=workdir / "eval", results_dir=workdir / "results", run_id="leaderboard",
+                                corpora=corpora, max_length=suite.max_length)
+        manifests += [json.loads(s.manifest_path.read_text()) for s in result.suites]
+    entry = entry_from_manifests(board, name, model if kind != "directory" else Path(model).name, kind, manifests)
+    write_entry(board_dir, entry)
+    return entry
+
+
+def _model_manifests(model_dir: Path) -> list[tuple[int | None, list[dict]]]:
+    found = [(None, sorted(model_dir.glob("*.manifest.json")))]
+    found += [(int(d.name.removeprefix("seed-")), sorted(d.glob("*.manifest.json")))
+              for d in sorted(model_dir.glob("seed-*"))]
+    return [(seed, [json.loads(p.read_text()) for p in paths]) for seed, paths in found if paths]
+
+
+def sync(board_dir: Path, results: Path) -> tuple[list[str], list[str]]:
+    """Enter every published model scored on the board's data; returns (added, refused with reasons)."""
+    board = load_board(board_dir)
+    known = {e.name for e in load_entries(board_dir)}
+    added, refused = [], []
+    for run_dir in sorted(p for p in results.iterdir() if (p / "run.json").exists()):
+        recipe = json.loads((run_dir / "run.json").read_text()).get("recipe") or run_dir.name
+        for model_dir in sorted(p for p in run_dir.iterdir() if p.is_dir()):
+            name = f"{recipe}/{model_dir.name}"
+            if name in known:
+                continue
+            per_seed = _model_manifests(model_dir)
+            manifests = [m for _, ms in per_seed for m in ms]
+            seeds = [s for s, _ in per_seed if s is not None]
+            try:
+                entry = entry_from_manifests(board, name, f"{results.name}/{run_dir.name}/{model_dir.name}", "run",
+                                             manifests, seeds)
+            except FusebenchError as err:
+                refused.append(f"{name}: {err}")
+                continue
+            write_entry(board_dir, entry)
+            known.add(name)
+            added.append(name)
+    return added, refused
+
+
+def render(board: Board, entries: list[Entry], out: Path) -> list[Path]:
+    from fusebench.report.plots import board_bars
+
+    rows = ranked(board, entries)
+    cols = [f"{s}/{t}" for s, t in board.columns()]
+    metric = {f"{s}/{t}": board.suites[s] for s, t in board.columns()}
+    header = ["rank", "model", *(f"{c} ({metric[c].metric} {'↑' if metric[c].higher_is_better else '↓'})"
+                                 for c in cols), "average (normalised)", "seeds"]
+    body = [[str(r["rank"]), r["name"], *(f"{r[c]:.4f}" for c in cols), f"{r['average']:.2f}",
+             ",".join(map(str, r["seeds"])) or "—"] for r in rows]
+    note = (f"Board `{board.name}`: {board.description} Every model was scored on exactly the board's data "
+            f"(content hashes in results/leaderboard/board.yaml). Ranked by {board.ranking}. Reproduced numbers.")
+    out.mkdir(parents=True, exist_ok=True)
+    md = ["## Leaderboard", "", note, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(line) + " |" for line in body]
+    (out / "leaderboard.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    with open(out / "leaderboard.csv", "w", newline="") as f:
+        csv.writer(f).writerows([header, *body])
+    figure = board_bars(rows, out / "leaderboard", board.name)
+    table = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    table_rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in line) + "</tr>\n" for line in body)
+    (out / "leaderboard.html").write_text(
+        f'<!doctype html>\n<html><head><meta charset="utf-8"><title>Leaderboard</title></head><body>\n'
+        f"<h2>Leaderboard</h2>\n<p>{html.escape(note)}</p>\n<table border=1 cellpadding=3>\n<tr>{table}</tr>\n"
+        f'{table_rows}</table>\n<img src="leaderboard.svg" alt="mean normalised score per model">\n</body></html>\n',
+        encoding="utf-8")
+    return [out / f"leaderboard.{x}" for x in ("md", "csv", "html")] + figure
 
 
 def main(args) -> int:
-    results, out = Path(args.results), Path(args.out)
-    suites = _suites(args.suite)
+    board_dir = Path(getattr(args, "board", None) or BOARD_DIR)
+    out = Path(args.out)
+    board = load_board(board_dir)     # a missing or broken board file is the first thing to say
     if args.action == "add":
         if not args.model:
-            raise FusebenchError("`fusebench leaderboard add` needs a model: a model directory or hub id, e.g. "
-                                 "`fusebench leaderboard add runs/tiny/models/fusellm --name tiny-fusellm`.")
-        add_model(args.model, args.name, suites, results, args.workdir, args.limit)
-    board = build_leaderboard(ResultsStore(results).frame(), suites)
-    paths = write_leaderboard(board, out)
-    print(board.to_markdown())
+            raise FusebenchError("`fusebench leaderboard add` needs a model: a model directory, a hub id or "
+                                 "gguf:package:NAME, e.g. `fusebench leaderboard add runs/x/model --name x`.")
+        entry = add_model(args.model, args.name, board_dir, Path(args.workdir or "runs/leaderboard"))
+        print(f"added {entry.name}: " + ", ".join(f"{k} {v:.4f}" for k, v in entry.scores.items()))
+    elif args.action == "sync":
+        added, refused = sync(board_dir, Path(args.results))
+        print(f"added {len(added)}: {', '.join(added) or '-'}")
+        for line in refused:
+            print(f"refused {line}")
+    entries = load_entries(board_dir)
+    if not entries:
+        raise FusebenchError(f"the board in {board_dir} has no entries yet, so there is nothing to rank. Add models "
+                             "with `fusebench leaderboard add MODEL` or `fusebench leaderboard sync`.")
+    paths = render(board, entries, out)
+    print((out / "leaderboard.md").read_text())
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0

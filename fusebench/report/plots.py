@@ -44,7 +44,7 @@ def _fresh(stem: Path, *content) -> bool:
     return False
 
 
-_VERSION = 2            # bump when the drawing code changes, so cached figures are redrawn
+_VERSION = 3            # bump when the drawing code changes, so cached figures are redrawn
 _pending_keys: dict[Path, str] = {}
 
 
@@ -63,6 +63,29 @@ def _save(fig, stem: Path) -> list[Path]:
     if stem in _pending_keys:
         stem.with_suffix(".key").write_text(_pending_keys.pop(stem))
     return paths
+
+
+# chance level (%) of multiple-choice tasks, by the task key in the lm-eval task name (1 / number of choices), and
+# the majority-class rate where the labels are unbalanced: BoolQ validation, 2033 of 3270 answers are "yes" (62.2%)
+CHANCE = {"arc_easy": 25.0, "arc_challenge": 25.0, "hellaswag": 25.0, "openbookqa": 25.0, "boolq": 50.0,
+          "piqa": 50.0, "winogrande": 50.0}
+MAJORITY = {"boolq": 62.2}
+
+
+def _baseline(group: str, table: dict[str, float]) -> float | None:
+    key = group.lower().replace("-", "_")
+    return next((v for k, v in table.items() if k == key or key.startswith(k + "_") or key.endswith("_" + k)
+                 or f"_{k}_" in f"_{key}_"), None)
+
+
+def provenance(table: Table) -> str:
+    return {"paper": "REPORTED in the paper (not reproduced)", "run": "REPRODUCED by fusebench",
+            "comparison": "reported (paper) beside reproduced (fusebench)"}.get(table.kind, table.kind)
+
+
+def _stamp(fig, text: str) -> None:
+    """Whether the numbers are reported or reproduced, written on the image itself."""
+    fig.text(0.995, 0.995, text, ha="right", va="top", fontsize=8, color="#a00000", fontweight="bold")
 
 
 def _title(text: str, width: int) -> str:
@@ -88,14 +111,23 @@ def grouped_bars(table: Table, stem: Path, groups_are_rows: bool, ylabel: str | 
     fig, ax = plt.subplots(figsize=(fig_width, 4.6), layout="constrained")
     values_seen = []
     for i, name in enumerate(series):
-        xs, ys = [], []
+        xs, ys, errs = [], [], []
         for g, group in enumerate(groups):
             cell = table.cell(group, name) if groups_are_rows else table.cell(name, group)
-            if cell.value is not None:
+            if cell.value is not None and not cell.signed:
                 xs.append(g + (i - (len(series) - 1) / 2) * width)
                 ys.append(cell.value)
+                errs.append(cell.stderr or 0.0)
         values_seen += ys
-        ax.bar(xs, ys, width, label=name, color=_COLORS[i % len(_COLORS)])
+        ax.bar(xs, ys, width, label=name, color=_COLORS[i % len(_COLORS)],
+               yerr=errs if any(errs) else None, capsize=2, error_kw={"elinewidth": 0.8})
+    if table.higher_is_better and table.decimals == 2:    # accuracy in %: where guessing lands
+        for g, group in enumerate(groups):
+            for level, style, label in ((_baseline(group, CHANCE), "--", "chance"),
+                                        (_baseline(group, MAJORITY), ":", "majority class")):
+                if level is not None:
+                    ax.hlines(level, g - 0.45, g + 0.45, colors="black", linestyles=style, linewidth=1,
+                              label=label if not any(h.get_label() == label for h in ax.collections) else None)
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels(groups, rotation=35 if rotate else 0, ha="right" if rotate else "center")
     ax.set_ylabel(ylabel or _unit_label(table))
@@ -109,6 +141,7 @@ def grouped_bars(table: Table, stem: Path, groups_are_rows: bool, ylabel: str | 
                loc="outside lower center")
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
+    _stamp(fig, provenance(table))
     return _save(fig, stem)
 
 
@@ -153,40 +186,23 @@ def change_bars(table: Table, stem: Path) -> list[Path] | None:
     ax.legend(fontsize=8, frameon=True, loc="best")
     ax.grid(axis="x", alpha=0.3)
     ax.set_axisbelow(True)
+    _stamp(fig, provenance(table))
     return _save(fig, stem)
 
 
-def leaderboard_bars(board, stem: Path) -> list[Path]:
-    """One panel per benchmark: a bar per model, best (by mean rank) at the top; each panel says which way is
-    better."""
-    if _fresh(stem, "leaderboard", board.frame.to_csv()):
+def board_bars(rows: list[dict], stem: Path, board_name: str) -> list[Path]:
+    """The leaderboard's ranking: each model's mean normalised score (0 = random baseline, 100 = perfect)."""
+    if _fresh(stem, "board", board_name, [(r["name"], r["average"]) for r in rows]):
         return _paths(stem)
     plt = _pyplot()
-    benchmarks = list(board.benchmarks)
-    models = list(board.frame["model"])
-    fig, axes = plt.subplots(1, len(benchmarks), figsize=(3.0 * len(benchmarks) + 1.8, 1.3 + 0.3 * len(models)),
-                             squeeze=False, layout="constrained")
-    ys = list(range(len(models)))[::-1]
-    for k, (ax, bench) in enumerate(zip(axes[0], benchmarks)):
-        up = board.higher_is_better[bench]
-        values = board.frame[bench]
-        finite = values.dropna()
-        ax.barh(ys, values.fillna(0).tolist(), color=[_COLORS[i % len(_COLORS)] for i in range(len(models))])
-        if len(finite) and not up:
-            low, high = finite.min(), finite.max()
-            span = high - low + 1e-9
-            ax.set_xlim(max(0.0, low - 0.5 * span), high + 0.6 * span)
-        elif len(finite):
-            ax.set_xlim(0, finite.max() * 1.3 if finite.max() > 0 else 1)
-        for y, v in zip(ys, values):
-            missing = v != v   # NaN: the model was not evaluated on this suite
-            ax.text(ax.get_xlim()[0] if missing else v, y,
-                    " not evaluated" if missing else f" {v:.{board.decimals[bench]}f}", va="center", fontsize=7,
-                    color="gray" if missing else "black")
-        ax.set_yticks(ys)
-        ax.set_yticklabels(models if k == 0 else [])
-        ax.set_title(_title(f"{bench}: {board.metrics[bench]}", 34) + f"\n({'higher' if up else 'lower'} is better)",
-                     fontsize=9)
-        ax.tick_params(axis="x", labelsize=7)
-    fig.suptitle("Leaderboard: rows in rank order (mean rank over benchmarks), best at the top", fontsize=10)
+    fig, ax = plt.subplots(figsize=(7.5, 1.4 + 0.3 * len(rows)), layout="constrained")
+    ys = list(range(len(rows)))[::-1]
+    ax.barh(ys, [r["average"] for r in rows], color=_COLORS[0])
+    for y, r in zip(ys, rows):
+        ax.text(r["average"], y, f" {r['average']:.2f}", va="center", fontsize=7)
+    ax.set_yticks(ys)
+    ax.set_yticklabels([f"{r['rank']}. {r['name']}" for r in rows], fontsize=8)
+    ax.set_xlabel("mean normalised score (0 = random baseline, 100 = perfect), higher is better")
+    ax.set_title(f"Leaderboard {board_name}: rank by mean normalised score", fontsize=10, loc="left")
+    _stamp(fig, "REPRODUCED by fusebench")
     return _save(fig, stem)

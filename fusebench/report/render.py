@@ -30,6 +30,8 @@ def _parts(cell: Cell, decimals: int, stderr: bool) -> tuple[str, str]:
     rest = ""
     if stderr and cell.stderr is not None and cell.value is not None:
         rest += f" ± {cell.stderr:.{decimals}f}"
+    if cell.ci is not None:
+        rest += f" [{cell.ci[0]:+.{decimals}f}, {cell.ci[1]:+.{decimals}f}]"
     if cell.change is not None:
         rest += f" ({cell.change:+.2f}%)"
     return number_text(cell, decimals), rest
@@ -92,7 +94,7 @@ def to_csv(table: Table, stderr: bool = True) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([table.row_header.lower(), "column", "value", "stderr", "change_pct", "bold", "text", "run_id",
-                     "source_file"])
+                     "source_file", "ci_low", "ci_high", "n_seeds"])
     for row in table.rows:
         for col in table.columns:
             cell = table.cells.get((row, col))
@@ -102,7 +104,8 @@ def to_csv(table: Table, stderr: bool = True) -> str:
             writer.writerow([row, col, "" if cell.value is None else repr(cell.value),
                              "" if cell.stderr is None else repr(cell.stderr),
                              "" if cell.change is None else f"{cell.change:.4f}", int(cell.bold), num + rest,
-                             cell.run_id, cell.source_file])
+                             cell.run_id, cell.source_file, *(("", "") if cell.ci is None else map(repr, cell.ci)),
+                             "" if cell.n_seeds is None else cell.n_seeds])
     return out.getvalue()
 
 

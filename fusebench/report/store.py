@@ -5,6 +5,7 @@ Layout on disk (the contract with the evaluation layer):
     results/<run_id>/run.json                  optional: the roles of the run's models
     results/<run_id>/<model>/<suite>.json      lm-eval's results dict, as `simple_evaluate` returns it
     results/<run_id>/<model>/<suite>.manifest.json   model path and hash, recipe, seeds, versions, role, method
+    results/<run_id>/<model>/seed-<s>/<suite>(.manifest).json   a seed-dependent model, trained once per seed
 
 `value` is in the unit the paper prints: accuracy-like metrics (acc, exact_match, pass@k, ...) in percent, bits per
 byte and perplexities as they are. The store is append-only: `add_run` refuses a run id that already exists.
@@ -28,7 +29,10 @@ from fusebench.report.reported import REPORTED_RUN_ID, reported_rows
 
 COLUMNS = ["run_id", "provenance", "table", "model", "role", "method", "suite", "task", "metric", "filter",
            "value", "stderr", "higher_is_better", "is_average", "unit", "row_label", "col_label", "printed",
-           "date", "source_file"]
+           "date", "source_file",
+           # what a caption must name: training seed (None: shared by all seeds), items scored of the task's
+           # original count, data source; and how the model was made (run.json), for paired comparisons
+           "seed", "n_items", "n_original", "data_source", "init", "n_teachers"]
 
 # lm-eval reports these as fractions; the paper prints them in percent
 PERCENT_METRICS = {"acc", "acc_norm", "acc_mutual_info", "exact_match", "em", "f1", "contains", "mc1", "mc2"}
@@ -61,6 +65,13 @@ def _read_json(path: Path) -> dict:
     if not isinstance(data, dict):
         raise FusebenchError(f"{path} should hold a JSON object (lm-eval's results dict or a manifest).")
     return data
+
+
+def run_models(run_dir: Path) -> dict[str, dict]:
+    """model -> {"init": ..., "teachers": [...]} from a run.json that `fusebench run` wrote ({} otherwise)."""
+    path = run_dir / "run.json"
+    models = (_read_json(path).get("models") or {}) if path.exists() else {}
+    return {n: info for n, info in models.items() if isinstance(info, dict)}
 
 
 def run_roles(run_dir: Path) -> dict[str, str]:
@@ -100,7 +111,9 @@ def lm_eval_rows(results: dict, *, run_id: str, model: str, suite: str, role: st
                                                   if subtasks}
     higher = results.get("higher_is_better") or {}
     rows = []
+    samples = results.get("n-samples") or {}
     for task, metrics in per_task.items():
+        counts = samples.get(task) or {}
         for key, raw in metrics.items():
             if "," not in key or key.split(",", 1)[0].endswith("_stderr"):
                 continue
@@ -116,8 +129,18 @@ def lm_eval_rows(results: dict, *, run_id: str, model: str, suite: str, role: st
                 suite=suite, task=task, metric=metric, filter=filter_name, value=value * scale,
                 stderr=stderr * scale, higher_is_better=bool(up) if up is not None else metric not in LOWER_IS_BETTER,
                 is_average=task in groups, unit="%" if scale == 100.0 else "", row_label=task, col_label=model,
-                printed=None, date=_as_float(results.get("date")), source_file=source_file))
+                printed=None, date=_as_float(results.get("date")), source_file=source_file, seed=None,
+                n_items=counts.get("effective"), n_original=counts.get("original"), data_source=None, init=None,
+                n_teachers=None))
     return rows
+
+
+def _seed_of(folder: Path) -> int:
+    try:
+        return int(folder.name.removeprefix("seed-"))
+    except ValueError:
+        raise FusebenchError(f"{folder}: a seed folder is named seed-<integer> (e.g. seed-0); rename or move it "
+                             "out of the results store.") from None
 
 
 class ResultsStore:
@@ -132,18 +155,25 @@ class ResultsStore:
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
     def _reproduced_rows(self, run_dir: Path) -> list[dict]:
-        roles = run_roles(run_dir)
+        roles, made = run_roles(run_dir), run_models(run_dir)
         rows: list[dict] = []
         for model_dir in sorted(p for p in run_dir.iterdir() if p.is_dir()):
-            for path in sorted(model_dir.glob("*.json")):
-                if path.name.endswith(".manifest.json"):
-                    continue
-                suite = path.stem
-                manifest_path = path.with_name(f"{suite}.manifest.json")
-                manifest = _read_json(manifest_path) if manifest_path.exists() else {}
-                rows += lm_eval_rows(_read_json(path), run_id=run_dir.name, model=model_dir.name, suite=suite,
-                                     role=manifest.get("role") or roles.get(model_dir.name),
-                                     method=manifest.get("method"), source_file=str(path))
+            seed_dirs = sorted((p for p in model_dir.glob("seed-*") if p.is_dir()), key=lambda p: _seed_of(p))
+            for folder, seed in [(model_dir, None), *((d, _seed_of(d)) for d in seed_dirs)]:
+                for path in sorted(folder.glob("*.json")):
+                    if path.name.endswith(".manifest.json"):
+                        continue
+                    suite = path.stem
+                    manifest_path = path.with_name(f"{suite}.manifest.json")
+                    manifest = _read_json(manifest_path) if manifest_path.exists() else {}
+                    info = made.get(model_dir.name, {})
+                    found = lm_eval_rows(_read_json(path), run_id=run_dir.name, model=model_dir.name, suite=suite,
+                                         role=manifest.get("role") or roles.get(model_dir.name),
+                                         method=manifest.get("method"), source_file=str(path))
+                    for row in found:
+                        row.update(seed=seed, data_source=manifest.get("data_source"), init=info.get("init"),
+                                   n_teachers=len(info.get("teachers") or []))
+                    rows += found
         return rows
 
     def frame(self) -> pd.DataFrame:

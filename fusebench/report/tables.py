@@ -36,6 +36,8 @@ class Cell:
     bold: bool = False
     printed: str | None = None         # the paper's own digits, shown verbatim
     signed: bool = False               # a difference: always show its sign
+    ci: tuple[float, float] | None = None   # a difference's 95% interval
+    n_seeds: int | None = None         # seeds behind the value (None: not a reproduced mean)
     run_id: str = ""
     source_file: str = ""
 
@@ -139,7 +141,7 @@ def primary_rows(frame: pd.DataFrame) -> pd.DataFrame:
     rows["_m"] = rows["metric"].map(lambda m: rank.get(m, len(rank)))
     rows["_f"] = rows["filter"].map(lambda f: frank.get(f, len(frank)))
     rows = rows.sort_values(["_m", "_f", "metric", "filter"])
-    chosen = rows.groupby(["run_id", "model", "suite", "task"], sort=False).head(1)
+    chosen = rows.groupby(["run_id", "model", "suite", "task", "seed"], sort=False, dropna=False).head(1)
     return chosen.drop(columns=["_m", "_f"])
 
 
@@ -170,56 +172,8 @@ def _short_labels(tasks: list[str]) -> tuple[dict[str, str], str]:
     return labels, f"{prefix}*{suffix}" if prefix or suffix else ""
 
 
-def run_table(primary: pd.DataFrame, run_id: str, suite: str) -> Table:
-    """A reproduced suite: a row per task, a column per model, relative change against the run's target."""
-    rows = primary[(primary["run_id"] == run_id) & (primary["suite"] == suite)]
-    models = _ordered_models(rows)
-    tasks = sorted(rows["task"].unique())
-    labels, pattern = _short_labels(tasks)
-    roles = dict(zip(rows["model"], rows["role"]))
-    target = run_target(roles)
-    up = bool(rows["higher_is_better"].iloc[0])
-    metrics = sorted(rows["metric"].unique())
-    # a perplexity-type suite scores text domains rather than tasks
-    unit = "domain" if set(metrics) <= {"bits_per_byte", "byte_perplexity", "word_perplexity"} else "task"
-    cells: dict[tuple[str, str], Cell] = {}
-    for r in rows.itertuples():
-        cells[(labels[r.task], r.model)] = Cell(r.value, _finite(r.stderr), run_id=r.run_id,
-                                                source_file=r.source_file)
-    row_labels = [labels[t] for t in tasks]
-    complete = [t for t in row_labels if all((t, m) in cells for m in models)]
-    if len(complete) > 1:    # the mean over the tasks every model has, like the paper's "Avg." rows
-        avg_label = f"Avg. {len(complete)} {unit}s"
-        for m in models:
-            cells[(avg_label, m)] = Cell(sum(cells[(t, m)].value for t in complete) / len(complete),
-                                         run_id=run_id, source_file="(mean of the rows above)")
-        row_labels.append(avg_label)
-    for (task, model), cell in cells.items():
-        if target and roles.get(model) not in NO_CHANGE_ROLES:
-            cell.change = relative_change(cell.value, cells.get((task, target), Cell(None)).value)
-    metric_text = " / ".join(METRIC_LABELS.get(m, m) for m in metrics)
-    is_percent = (rows["unit"] == "%").all()
-    caption = (f"Reproduced run `{run_id}`, suite `{suite}`" + (f" (tasks `{pattern}`)" if pattern else "")
-               + f": {metric_text}, {'higher' if up else 'lower'} is better. "
-               + (f"In parentheses: relative change against the run's target `{target}`. " if target else
-                  "No target model in this run, so no relative changes. ")
-               + f"Bold: best per {unit}.")
-    table = Table(f"run_{_slug(run_id)}_{_slug(suite)}", f"Run {run_id}: {metric_text} per {unit} ({suite})",
-                  caption, unit.capitalize(), row_labels, models, cells, 2 if is_percent else 4, up, "run", [run_id])
-    _mark_best(table, "row")
-    return table
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()
-
-
-def run_tables(frame: pd.DataFrame) -> list[Table]:
-    primary = primary_rows(frame)
-    if primary.empty:
-        return []
-    pairs = primary[["run_id", "suite"]].drop_duplicates().sort_values(["run_id", "suite"])
-    return [run_table(primary, run_id, suite) for run_id, suite in pairs.itertuples(index=False)]
 
 
 # --- reported vs reproduced -----------------------------------------------------------------------------------
@@ -262,16 +216,38 @@ def _covers(reproduced_tasks, paper_tasks) -> bool:
     return all(any(task_matches(t, key) for t in reproduced_tasks) for key in paper_tasks)
 
 
+def protocol_metric(suite: str, task_key: str, spec: TableSpec) -> str:
+    """The metric the paper's cell is in: the suite's own choice per benchmark (acc for BoolQ, pass@1 for MultiPL-E),
+    else the table's metric."""
+    from fusebench.evaluate.suites import SUITES
+
+    return SUITES[suite].primary_metric(task_key) if suite in SUITES else spec.metric
+
+
+def same_protocol(ours: pd.DataFrame, paper_tasks: dict, spec: TableSpec) -> pd.DataFrame:
+    """The reproduced rows that may sit in a reported table: measured with the metric of the paper's cell (a bits
+    per byte proxy never enters a pass@1 cell) on the whole test set (a run limited to some items is not the
+    paper's protocol: it goes to its own table only)."""
+    def keep(r) -> bool:
+        keys = [k for ks in paper_tasks.values() for k in ks if task_matches(r.task, k)]
+        if not keys or r.metric != protocol_metric(r.suite, keys[0], spec):
+            return False
+        n, total = r.n_items, r.n_original
+        return not (n == n and total == total and n is not None and total is not None and n < total)
+    return ours[[keep(r) for r in ours.itertuples()]] if len(ours) else ours
+
+
 def comparison_table(frame: pd.DataFrame, primary: pd.DataFrame, spec: TableSpec, run_id: str) -> Table | None:
-    """The paper's table beside the same cells of a reproduced run, with the difference (ours − paper)."""
+    """The paper's table beside the same cells of a reproduced run, with the difference (ours − paper); only cells
+    of the same metric and protocol (same_protocol)."""
     reported = _rows_of(frame, spec)
-    ours = primary[primary["run_id"] == run_id]
+    known = frame[(frame["provenance"] == "reported") & ~frame["is_average"].astype(bool)]
+    paper_tasks = known.groupby("suite")["task"].unique().to_dict()
+    ours = same_protocol(primary[primary["run_id"] == run_id], paper_tasks, spec)
     if reported.empty or ours.empty:
         return None
     models = match_models(dict(zip(reported["model"], reported["role"])), dict(zip(ours["model"], ours["role"])))
     suites = {_norm(s): s for s in ours["suite"].unique()}
-    known = frame[(frame["provenance"] == "reported") & ~frame["is_average"].astype(bool)]
-    paper_tasks = known.groupby("suite")["task"].unique().to_dict()
     found: dict[tuple[str, str], Cell] = {}
     for r in reported.itertuples():
         model, suite = models.get(r.model), suites.get(_norm(r.suite))
@@ -308,7 +284,8 @@ def comparison_table(frame: pd.DataFrame, primary: pd.DataFrame, spec: TableSpec
                                                 source_file="(ours − paper)")
     pairs = ", ".join(f"{p} ↔ {m}" for p, m in models.items())
     caption = (f"Reported ({spec.paper_table}) beside reproduced run `{run_id}` (models matched: {pairs}). "
-               "Δ = ours − paper, in the table's units.")
+               "Δ = ours − paper, in the table's units. Only cells of the paper's metric, scored on the whole test "
+               "set, are compared; proxies and item-limited runs are in the run's own tables.")
     return Table(f"{spec.id}_vs_{_slug(run_id)}", f"{spec.paper_table} reported vs run {run_id}", caption,
                  paper.row_header, rows, columns, cells, spec.decimals, spec.higher_is_better, "comparison",
                  ["reported", run_id])

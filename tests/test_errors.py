@@ -37,15 +37,22 @@ def test_recipe_that_is_not_utf8(capsys, tmp_path):
     _fails(capsys, ["plan", str(recipe)], str(recipe), "UTF-8", "line 1")
 
 
+def test_recipe_including_a_missing_file_names_the_including_recipe(capsys, tmp_path):
+    recipe = tmp_path / "child.yaml"
+    recipe.write_text("include: base.yaml\nname: child\n")
+    _fails(capsys, ["plan", str(recipe)], str(tmp_path / "base.yaml"), "does not exist", f"included from {recipe}")
+
+
 def test_override_with_malformed_yaml_value(capsys, tmp_path):
     _fails(capsys, ["plan", str(SMOKE), "name=[1,", "--workdir", str(tmp_path)],
            "override 'name=[1,'", "not valid YAML", "quote")
 
 
-def test_eval_of_a_model_whose_config_json_is_malformed(capsys, tmp_path):
+@pytest.mark.parametrize("config", ['{"model_type": "llama",', "[]"])
+def test_eval_of_a_model_whose_config_json_is_malformed(capsys, tmp_path, config):
     model = tmp_path / "model"
     model.mkdir()
-    (model / "config.json").write_text('{"model_type": "llama",')
+    (model / "config.json").write_text(config)
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     (corpus / "test.jsonl").write_text(json.dumps({"text": "hello world"}) + "\n")

@@ -23,9 +23,13 @@ def model_type(path_or_id: str | Path) -> str | None:
     if not config.is_file():
         return None
     try:
-        return json.loads(config.read_text(encoding="utf-8")).get("model_type")
+        data = json.loads(config.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise FusebenchError(f"{config} is not valid JSON ({err}); re-save the model with save_pretrained.") from None
+    if not isinstance(data, dict):
+        raise FusebenchError(f"{config} is not valid JSON for a model config: it holds a {type(data).__name__}, not "
+                             "an object of keys; re-save the model with save_pretrained.")
+    return data.get("model_type")
 
 
 def _resolve_dtype(dtype, device: str):

@@ -269,7 +269,8 @@ def _deep_merge(base: dict, over: dict) -> dict:
 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if not path.exists():
-        raise FusebenchError(f"recipe {str(path)!r} does not exist. Give the path to a YAML file, e.g. "
+        raise FusebenchError(f"recipe {str(path)!r}" + (f" (included from {seen[-1]})" if seen else "")
+                             + " does not exist. Give the path to a YAML file, e.g. "
                              "recipes/tiny.yaml (see recipes/ for the shipped ones).")
     if path.is_dir():
         raise FusebenchError(f"recipe {str(path)!r} is a directory, not a recipe file. Give the path to a .yaml file "

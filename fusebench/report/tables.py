@@ -125,8 +125,12 @@ def _paper_caption(spec: TableSpec) -> str:
         against = spec.target or "the target"
     direction = "higher is better" if spec.higher_is_better else "lower is better"
     note = " The reference model is not bolded (shown for scale)." if "reference" in spec.roles.values() else ""
-    return (f"Reported in the paper ({spec.paper_table}). In parentheses: relative change against {against}; "
-            f"bold: best per {'task' if spec.layout == 'tasks_by_model' else 'benchmark'} ({direction}).{note}")
+    metric = METRIC_LABELS.get(spec.metric, spec.metric if spec.metric != "average" else "suite averages")
+    return (f"Reported in the paper ({spec.paper_table}); data: the benchmarks' full test sets as the paper scored "
+            f"them (not rerun here). Metric: {metric}. Seeds and per-item errors: not reported, so no intervals. "
+            f"In parentheses: relative change against {against}; "
+            f"bold: the paper's best per {'task' if spec.layout == 'tasks_by_model' else 'benchmark'} "
+            f"({direction}).{note}")
 
 
 # --- reproduced runs ------------------------------------------------------------------------------------------

@@ -84,11 +84,14 @@ def evaluate_model(model: str | Path, suites: list[str] | str, *, name: str | No
                    workdir: str | Path | None = None, results_dir: str | Path = "results", run_id: str | None = None,
                    corpora: dict[str, Path] | None = None, batch_size: int = 8, device: str | None = None,
                    seed: int = 1234, online: bool = False, backend: str = "hf", dtype=None,
-                   max_length: int | None = None, trust_remote_code: bool = False) -> EvalResult:
+                   max_length: int | None = None, trust_remote_code: bool = False,
+                   truncate_long_prompts: bool = False) -> EvalResult:
     """Evaluate `model` (a model directory or hub id) on `suites` ("commonsense", "bbh:navigate", ...).
 
     Offline (default) every suite reads packaged data; `online=True` uses lm-eval's hub tasks. `corpora` maps a
-    name to a directory holding test.jsonl, for the perplexity suite. `limit` caps documents per task.
+    name to a directory holding test.jsonl, for the perplexity suite. `limit` caps documents per task. A prompt
+    longer than the context allows is an error unless `truncate_long_prompts` (then lm-eval cuts its start, the
+    manifest counts the cut prompts per task, and the request cache is not used, so every prompt is counted).
     """
     wanted = parse_suites(suites)  # validate names before loading anything heavy
     workdir = Path(workdir or "runs/eval")
@@ -102,13 +105,14 @@ def evaluate_model(model: str | Path, suites: list[str] | str, *, name: str | No
     check_source(model)  # a missing path or a broken config.json is a clear error, not a traceback
     weights_hash = weights_sha256(model)
     handle = build_lm(model, backend=backend, batch_size=batch_size, device=device, dtype=dtype,
-                      max_length=max_length, trust_remote_code=trust_remote_code)
+                      max_length=max_length, trust_remote_code=trust_remote_code,
+                      truncate_long_prompts=truncate_long_prompts)
     cache_key = f"{model_name}-{(weights_hash or 'hub')[:16]}-{handle.backend}-{handle.dtype}"
     out = EvalResult(model_name, run_id)
     for suite, plan in plans.items():
         print(f"[fusebench eval] {model_name}: suite {suite}", file=sys.stderr, flush=True)
         results = run_plan(handle, plan, limit=limit, seed=seed,
-                           cache_path=workdir / "lm_cache" / cache_key / suite)
+                           cache_path=None if truncate_long_prompts else workdir / "lm_cache" / cache_key / suite)
         scores = tidy_scores(results, plan, suite)
         if not scores:
             raise FusebenchError(f"lm-eval returned no scores for suite {suite!r} (tasks "
@@ -118,6 +122,8 @@ def evaluate_model(model: str | Path, suites: list[str] | str, *, name: str | No
         manifest = build_manifest(suite=suite, model=model, model_name=model_name, weights_hash=weights_hash,
                                   run_id=run_id, plan=plan, results=results, scores=scores, handle=handle,
                                   limit=limit, seed=seed, online=online)
+        cut = getattr(handle.lm, "fusebench_prompts_cut", {})
+        manifest["prompts_cut"] = {t: cut[t] for t in plan.tasks.values() if t in cut}  # empty: nothing was cut
         manifest_path = write_json(manifest, target / f"{suite}.manifest.json")
         out.suites.append(SuiteResult(suite, results_path, manifest_path, scores))
     return out

@@ -40,6 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "lm-eval's tasks name")
     p.add_argument("--online", action="store_true", help="the same as --data hub")
     p.add_argument("--max_length", type=int, default=None, help="context in tokens (default: the model's own)")
+    p.add_argument("--truncate_long_prompts", action="store_true", help="let lm-eval cut the start of prompts "
+                   "longer than the context allows (counted in the manifest) instead of stopping with an error")
     p.add_argument("--workdir", default=None, help="where rendered tasks, data and caches go (default: runs/eval)")
     p.add_argument("--results", default="results", help="with --suite: results store to add this evaluation to")
     p.add_argument("--name", default=None, help="with --suite: the model's name in results (default: directory name)")
@@ -83,7 +85,7 @@ def main(args: argparse.Namespace) -> int:
         args.model, args.suite or "perplexity", name=args.name, limit=limit, workdir=args.workdir,
         results_dir=args.results, run_id=args.run_id, corpora=_corpora(args.corpus),
         batch_size=_batch_size(args.batch_size), device=args.device, online=data == "hub", backend=args.backend,
-        dtype=args.dtype, max_length=args.max_length)
+        dtype=args.dtype, max_length=args.max_length, truncate_long_prompts=args.truncate_long_prompts)
     print(f"{'task':<42} {'metric':<18} {'value':>9} {'stderr':>9}")
     for s in result.scores:
         stderr = f"{s.stderr:9.4f}" if s.stderr is not None else f"{'-':>9}"
@@ -105,7 +107,7 @@ def _harness(args: argparse.Namespace, data: str) -> int:
         apply_chat_template=args.apply_chat_template, seed=args.seed, include_path=args.include_path,
         log_samples=args.log_samples, output_path=args.output_path, workdir=args.workdir,
         corpora=_corpora(args.corpus), device=args.device, dtype=args.dtype, backend=args.backend,
-        max_length=args.max_length)
+        max_length=args.max_length, truncate_long_prompts=args.truncate_long_prompts)
     print(make_table(results))
     if "groups" in results:
         print(make_table(results, "groups"))

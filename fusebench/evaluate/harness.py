@@ -101,7 +101,7 @@ def evaluate_tasks(model: str | Path, tasks: list[str], *, data: str = "packaged
                    seed: str | int | None = None, include_path: list[str] | None = None, log_samples: bool = False,
                    output_path: str | Path | None = None, workdir: str | Path | None = None,
                    corpora: dict[str, Path] | None = None, device: str | None = None, dtype=None,
-                   backend: str = "hf", max_length: int | None = None) -> dict:
+                   backend: str = "hf", max_length: int | None = None, truncate_long_prompts: bool = False) -> dict:
     """Run lm-eval on `model` as `lm_eval --model hf --model_args pretrained=MODEL ...` would, with fusebench's
     model loading, packaged data and prompt-length check; write lm-eval's layout + a manifest under output_path."""
     import lm_eval
@@ -134,7 +134,7 @@ def evaluate_tasks(model: str | Path, tasks: list[str], *, data: str = "packaged
                       loader.get("device"), dtype=loader.get("dtype", dtype),
                       max_length=int(loader["max_length"]) if "max_length" in loader else max_length,
                       trust_remote_code=str(loader.get("trust_remote_code", False)).lower() == "true",
-                      lm_kwargs=lm_kwargs)
+                      lm_kwargs=lm_kwargs, truncate_long_prompts=truncate_long_prompts)
     tracker = EvaluationTracker(output_path=str(output_path)) if output_path else None
     print(f"[fusebench eval] {len(resolved.tasks)} task(s): {', '.join(resolved.tasks)}", file=sys.stderr, flush=True)
     results = lm_eval.simple_evaluate(
@@ -173,6 +173,7 @@ def _write_manifest(tracker, results: dict, *, model, weights, handle, resolved:
                                           "n_docs": results.get("n-samples", {}).get(t, {}).get("effective")}
                                        for t in resolved.tasks},
         "limit": limit, "seeds": dict(zip(("random", "numpy", "torch", "fewshot"), seeds)),
+        "prompts_cut": dict(getattr(handle.lm, "fusebench_prompts_cut", {})),
         "packages": package_versions(), "git_commit": git_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }, out / f"manifest_{tracker.date_id}.json")

@@ -33,7 +33,7 @@ class ModelHandle:
 
 def build_lm(model: str | Path, *, backend: str = "hf", batch_size: int = 8, device: str | None = None,
              dtype=None, max_length: int | None = None, trust_remote_code: bool = False,
-             lm_kwargs: dict | None = None) -> ModelHandle:
+             lm_kwargs: dict | None = None, truncate_long_prompts: bool = False) -> ModelHandle:
     """An lm-eval `LM` for `model` (a directory or hub id); `lm_kwargs` go to lm-eval's model class as given."""
     from fusebench.models.load import ENSEMBLE_MODEL_TYPE, default_device, load_causal_lm, load_tokenizer, model_type
 
@@ -50,7 +50,7 @@ def build_lm(model: str | Path, *, backend: str = "hf", batch_size: int = 8, dev
                                  "or use the default hf backend.") from err
         lm = VLLM(pretrained=str(model), batch_size=batch_size, dtype=str(dtype or "auto"),
                   max_length=max_length, trust_remote_code=trust_remote_code, **(lm_kwargs or {}))
-        guard_generation(lm, str(model))
+        guard_generation(lm, str(model), truncate_long_prompts)
         return ModelHandle(lm, backend, "cuda", str(dtype or "auto"), lm.max_length)
 
     from lm_eval.models.huggingface import HFLM
@@ -64,42 +64,54 @@ def build_lm(model: str | Path, *, backend: str = "hf", batch_size: int = 8, dev
     max_length = min(x for x in (max_length, own) if x) if (max_length or own) else None
     lm = HFLM(pretrained=hf_model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length,
               **(lm_kwargs or {}))
-    guard_generation(lm, str(model))
+    guard_generation(lm, str(model), truncate_long_prompts)
     return ModelHandle(lm, backend, device, str(hf_model.dtype).removeprefix("torch."), lm.max_length)
 
 
-def guard_generation(lm, model: str) -> None:
+def guard_generation(lm, model: str, truncate: bool = False) -> None:
     """Make `lm.generate_until` honour a total-length limit and refuse to cut prompts (in place).
 
     * `max_length` in a task's generation_kwargs is the bigcode harness's limit on prompt + completion tokens (the
       MultiPL-E YAMLs use it). HF's generate() would count the left padding of a batch in it, and vLLM does not know
       it, so each request gets its own max_gen_toks = max_length - its prompt's tokens instead.
     * lm-eval keeps the last (max_length - max_gen_toks) prompt tokens and silently drops the rest: for 3-shot BBH
-      that is the task description and the first exemplar. fusebench raises a FusebenchError instead.
+      that is the task description and the first exemplar. fusebench raises a FusebenchError instead, unless
+      `truncate` (recipe `evaluate.truncate_long_prompts`) asks for lm-eval's cut: then each cut prompt is counted
+      per task in `lm.fusebench_prompts_cut`, which the manifest records, and a warning is printed.
     """
     generate = lm.generate_until
+    lm.fusebench_prompts_cut = {}
 
     def generate_until(requests, disable_tqdm: bool = False):
-        return generate([_fit(lm, request, model) for request in requests], disable_tqdm=disable_tqdm)
+        return generate([_fit(lm, request, model, truncate) for request in requests], disable_tqdm=disable_tqdm)
 
     lm.generate_until = generate_until
 
 
-def _fit(lm, request, model: str):
+def _fit(lm, request, model: str, truncate: bool):
     context, gen_kwargs = request.args
     n_prompt = len(lm.tok_encode(context))
     kwargs = dict(gen_kwargs)
     if "max_length" in kwargs:
         kwargs["max_gen_toks"] = max(1, int(kwargs.pop("max_length")) - n_prompt)
     new = int(kwargs.get("max_gen_toks", lm.max_gen_toks))
-    if n_prompt + new > lm.max_length:
+    if n_prompt + new > lm.max_length and truncate:
+        cut = lm.fusebench_prompts_cut
+        if request.task_name not in cut:
+            print(f"[fusebench eval] warning: {request.task_name}: prompts longer than {lm.max_length - new} tokens "
+                  "are cut at the start (evaluate.truncate_long_prompts); counted in the manifest",
+                  file=sys.stderr, flush=True)
+        cut[request.task_name] = cut.get(request.task_name, 0) + 1
+    elif n_prompt + new > lm.max_length:
         raise FusebenchError(
             f"task {request.task_name} (document {request.doc_id}): the prompt is {n_prompt} tokens and up to {new} "
             f"new tokens are asked for, {n_prompt + new} in all, but {model} is evaluated with a context of "
             f"{lm.max_length} tokens, so lm-eval would silently cut the first {n_prompt + new - lm.max_length} "
             "tokens of the prompt. Fix: raise the context (recipe `evaluate.max_length`, `--max_length`; it "
             "defaults to the model's own max_position_embeddings and cannot exceed it), or generate fewer tokens "
-            "(`--gen_kwargs max_gen_toks=N`), or leave this task out for a model this short.")
+            "(`--gen_kwargs max_gen_toks=N`), or leave this task out for a model this short, or accept lm-eval's "
+            "cut explicitly (recipe `evaluate.truncate_long_prompts: true`, `--truncate_long_prompts`; the manifest "
+            "then counts the cut prompts).")
     if kwargs == gen_kwargs:
         return request
     return dataclasses.replace(request, arguments=(context, kwargs))

@@ -189,6 +189,8 @@ class EvaluateSpec(Strict):
     backend: Backend | dict[str, Backend] = "hf"    # lm-eval backend, for every suite or {suite: backend}
     # context in tokens, for every model or {model: n}; default (and for models not named): the model's own maximum
     max_length: int | dict[str, int] | None = None
+    # a prompt longer than the context allows fails the run; true: lm-eval cuts its start (counted in the manifest)
+    truncate_long_prompts: bool = False
 
     def data_for(self, suite: str) -> str:
         return self.data.get(suite, "packaged") if isinstance(self.data, dict) else self.data

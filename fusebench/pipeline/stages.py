@@ -228,5 +228,6 @@ def evaluate(model_name: str, model_id: str, suite: str, spec: EvaluateSpec, cor
         evaluate_model(Model(ctx.input(model_id)).location, [suite], name=model_name, limit=spec.limit,
                        workdir=ctx.workdir / "eval", results_dir=ctx.out, run_id=run_name,
                        corpora={c: ctx.input(sid) for c, sid in corpus_ids.items()}, batch_size=spec.batch_size,
-                       max_length=spec.max_length)
+                       online=spec.data_for(suite) == "hub", backend=spec.backend_for(suite),
+                       max_length=spec.max_length_for(model_name), truncate_long_prompts=spec.truncate_long_prompts)
     return run

@@ -11,8 +11,10 @@ run reads are checked (a fully cached run hashes nothing but its outputs), each 
 distribution store's shards reuse the sha256 its writer computed as each shard was written (`store/meta.json`), so
 finishing an extraction does not read the store again.
 
-Stages finished before checksums existed have no `files` record: they are read unverified with a warning, and
-`fusebench verify --adopt` records their checksums as they are now (or delete them to recompute).
+What is covered is the stage directory: a pretrained model kept elsewhere (`pointer.json`) is pinned by its location
+only, and its files are the hub cache's or the user's to keep. Stages finished before checksums existed have no
+`files` record: they are read unverified with a warning, and `fusebench verify --adopt` records their checksums as
+they are now (or delete them to recompute).
 `fusebench verify [WORKDIR]` checks every finished stage under WORKDIR (default `runs/`), or one bare store.
 """
 

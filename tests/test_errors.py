@@ -135,3 +135,26 @@ def test_disk_full_while_a_checkpoint_is_saved_keeps_the_last_checkpoint_and_res
         assert [json.loads(line)["step"] for line in log] == list(range(8))
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def test_resume_reads_the_history_saved_with_its_checkpoint_not_a_half_written_log(tmp_path, tiny_llama_dir,
+                                                                                   stdlib_texts):
+    """The run-level log.jsonl is rewritten after each checkpoint; a crash or a full disk while it is written leaves
+    it cut short. Resuming must take the history that was saved inside the checkpoint instead (no traceback, no
+    lost rows)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from fusebench.train.loop import TrainSettings, train
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    seqs = [np.asarray(tok(t[:400])["input_ids"][:32]) for t in stdlib_texts[:4]]
+    settings = TrainSettings(steps=4, batch_size=2, lr=1e-3, warmup_ratio=0.0, schedule="constant", checkpoint_every=2)
+    full = train(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), seqs, settings, tmp_path / "a", 0)
+    resume = tmp_path / "b"
+    train(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), seqs,
+          TrainSettings(**{**settings.__dict__, "steps": 3}), resume, 0)   # checkpoint at step 2, then "crash"
+    assert (resume / "step-2").is_dir()
+    (resume / "log.jsonl").write_text('{"step": 0, "lo')                    # cut short mid-write
+    history = train(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), seqs, settings, resume, 0)
+    assert [h["step"] for h in history] == [0, 1, 2, 3]
+    assert [h["loss"] for h in history] == pytest.approx([h["loss"] for h in full], rel=1e-5)

@@ -122,8 +122,10 @@ def train(model, sequences: list[np.ndarray], settings: TrainSettings, resume_di
     start, ckpt = _latest_checkpoint(resume_dir)
     if ckpt is not None:
         acc.load_state(str(ckpt))
-    log_path = resume_dir / "log.jsonl"
-    history = [json.loads(l) for l in log_path.read_text().splitlines()] if log_path.exists() else []
+    # the history saved inside the checkpoint, complete before its atomic rename; the log.jsonl beside it is
+    # rewritten after every checkpoint, so a crash or a full disk can leave that one cut short
+    log_path = ckpt / "log.jsonl" if ckpt is not None and (ckpt / "log.jsonl").exists() else resume_dir / "log.jsonl"
+    history = [json.loads(l) for l in log_path.read_text().splitlines()] if ckpt is not None else []
     history = [h for h in history if h["step"] < start]
 
     rank, world = acc.process_index, acc.num_processes

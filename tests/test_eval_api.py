@@ -30,6 +30,7 @@ def test_cli_eval_writes_results_and_manifest_per_suite(tmp_path, tiny_neox_dir,
         assert results["results"] and "samples" not in results
         assert manifest["model"]["weights_sha256"] and manifest["packages"]["lm_eval"] == "0.4.13"
         assert manifest["seeds"]["fewshot"] == 1234 and manifest["limit"] == 2
+        assert manifest["environment"]["torch_threads"] >= 1 and manifest["environment"]["cpu"]["torch_capability"]
         assert all(s["stderr"] is not None for s in manifest["scores"]), suite  # every score has its stderr
         for task in manifest["tasks"].values():
             assert task["version"] is not None and len(task["data"]["sha256"]) == 64

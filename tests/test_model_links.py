@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -22,6 +23,9 @@ def test_models_are_linked_by_name_the_log_says_so_and_the_link_follows_a_change
     (first,) = [p for p in workdir.glob("cache/model/target-*") if p.is_dir()]
     assert link.is_symlink() and link.resolve() == first.resolve()
     assert (link / "model.safetensors").is_file()
+    # the stage record says what the recipe cannot pin (issue 14): threads, CPU kernels, library versions
+    env = json.loads((link / ".stage.json").read_text())["environment"]
+    assert env["torch_threads"] >= 1 and env["cpu"]["torch_capability"] and env["packages"]["transformers"]
     assert not Path(link.readlink()).is_absolute()  # relative: a moved workdir keeps working
     (log_file,) = (workdir / "logs").glob("run-*.log")
     assert f"models linked under {workdir / 'models'}: target" in log_file.read_text()

@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from fusebench.environment import environment
 from fusebench.sandbox import UNSANDBOXED, modes_used, requested
 
 PACKAGES = ("torch", "transformers", "lm_eval", "datasets", "tokenizers", "accelerate", "fusebench")
@@ -108,6 +109,7 @@ def build_manifest(*, suite: str, model: str | Path, model_name: str, weights_ha
         "tasks": tasks, "limit": limit,
         "seeds": {"random": seed, "numpy": seed, "torch": seed, "fewshot": seed},
         "packages": package_versions(), "git_commit": git_commit(), "code_sandbox": code_sandbox_record(),
+        "environment": environment(),  # CPU kernels, threads, library versions: what the recipe cannot pin
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "scores": [asdict(s) for s in scores],
     }

@@ -27,6 +27,7 @@ from typing import Callable
 
 from filelock import FileLock
 
+from fusebench.environment import environment
 from fusebench.errors import FusebenchError, is_disk_full
 from fusebench.pipeline import integrity
 
@@ -247,6 +248,7 @@ class Runner:
         record = {"id": stage.id, "kind": stage.kind, "key": stage.key, "config": stage.config,
                   "inputs": {i: self.stages[i].key for i in stage.inputs}, "code_modules": list(stage.code),
                   "seconds": round(time.time() - start, 2), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                  "files": integrity.record_files(partial)}
+                  # what can change the bytes across machines: CPU kernels, threads, library versions
+                  "environment": environment(), "files": integrity.record_files(partial)}
         (partial / ".stage.json").write_text(json.dumps(record, indent=2, default=str))
         partial.rename(final)  # the one atomic step that makes the stage finished

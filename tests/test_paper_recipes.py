@@ -42,9 +42,33 @@ def test_plan_of_the_paper_runs_offline_and_prints_every_stage_kind_and_the_esti
     assert "estimates (" in out and "GPU-h" in out and "store ~" in out
     assert "6.74B params" in out and "stated size" in out       # Llama-2-7B without its config
     assert "~1.8B tokens (stated size of JeanKaddour/minipile" in out
-    assert "model:fusellm" in out and "≤1.8B tokens (6866 steps × 128 seqs × 2048)" in out
+    assert "model:fusellm" in out and "trains 1.8B of 1.8B corpus tokens (100%; 6866 steps × 128 seqs × 2048" in out
     assert not (tmp_path / "hf" / "hub").exists() or not any((tmp_path / "hf" / "hub").iterdir()), "plan downloaded"
     assert elapsed < 60
+
+
+def test_plan_names_hub_ids_revisions_and_datasets_and_gpu_hours_only_for_gpu_stages(tmp_path):
+    from fusebench.pipeline.estimate import describe_plan
+
+    recipe = load_recipe(PAPER, ["models.mpt.revision=refs/pr/1", "models.clm.train.steps=100"])
+    lines = describe_plan(recipe)
+    text = "\n".join(lines)
+    for name, hub in (("target", "meta-llama/Llama-2-7b-hf @ main"), ("openllama", "open_llama_7b_v2 @ main"),
+                      ("mpt", "mosaicml/mpt-7b @ refs/pr/1"), ("llama2_13b", "meta-llama/Llama-2-13b-hf @ main")):
+        row = next(line for line in lines if line.strip().startswith(name + " "))
+        assert hub in row, row
+    assert any("minipile" in line and "hub dataset JeanKaddour/minipile split train" in line for line in lines)
+    stage_rows = [line.strip() for line in lines if line.strip().startswith(("extract:", "align:", "model:"))]
+    for row in stage_rows:  # GPU-hours exactly for the stages that run on GPUs
+        assert ("GPU-h" in row) == row.startswith(("extract:", "model:")), row
+    assert any(r.startswith("align:") and "CPU only" in r for r in stage_rows)
+    # Llama-2-13B shares Llama-2-7B's tokenizer: KD extracts it but never aligns it
+    assert not any("llama2_13b" in r for r in stage_rows if r.startswith("align:"))
+    # corpus tokens vs trained tokens: one epoch by default, a cap where the recipe sets steps
+    fused = next(r for r in stage_rows if r.startswith("model:fusellm"))
+    assert "trains 1.8B of 1.8B corpus tokens (100%; 6866 steps" in fused and "one epoch of packed chunks" in fused
+    clm = next(r for r in stage_rows if r.startswith("model:clm"))
+    assert "trains 26.2M of 1.8B corpus tokens (1%; 100 steps" in clm and "one epoch would be 6866 steps" in text
 
 
 def test_plan_reads_a_local_model_config_for_its_exact_size(tiny_llama_dir, tmp_path):

@@ -70,3 +70,56 @@ def test_one_epoch_packs_every_document_into_seq_len_chunks(tmp_path):
     # a recipe that caps steps reads only steps x batch_size of them
     capped, _, _ = _chunks_of(tmp_path / "capped", {"steps": 2})
     assert capped == chunks[:8]
+
+
+def _deepspeed_launch_env(config: str, processes: int) -> dict[str, str]:
+    """The environment `accelerate launch --config_file CONFIG` gives each process, from accelerate's own launcher
+    code (launch_command up to the point where it would start DeepSpeed, which is not installable on CPU)."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_deepspeed_cmd_env
+
+    args = launch_command_parser().parse_args(["--config_file", config, "--num_processes", str(processes),
+                                               "--main_process_port", "0", "train.py"])
+    args, defaults, mp_from_config = _validate_launch_command(args)
+    assert args.use_deepspeed
+    args.deepspeed_fields_from_accelerate_config = ",".join(list(defaults.deepspeed_config) +
+                                                            (["mixed_precision"] if mp_from_config else []))
+    return prepare_deepspeed_cmd_env(args)[1]
+
+
+def test_deepspeed_zero2_gets_the_recipes_micro_batch_accumulation_and_clipping(monkeypatch):
+    from pathlib import Path
+
+    from fusebench.pipeline.recipe import load_recipe
+    from fusebench.train.loop import deepspeed_plugin
+
+    root = Path(__file__).resolve().parents[1]
+    env = _deepspeed_launch_env(str(root / "configs" / "accelerate" / "deepspeed_zero2.yaml"), 8)
+    assert env["ACCELERATE_GRADIENT_ACCUMULATION_STEPS"] == "1"  # what the config file alone would impose
+    for key, value in env.items():
+        if key.startswith("ACCELERATE_"):
+            monkeypatch.setenv(key, value)
+    train = load_recipe(root / "recipes" / "paper.yaml").models["fusellm"].train
+    plugin = deepspeed_plugin(TrainSettings.from_specs(train), processes=8)
+    config = plugin.deepspeed_config
+    assert plugin.zero_stage == 2 and config["zero_optimization"]["stage"] == 2
+    assert plugin.gradient_accumulation_steps == config["gradient_accumulation_steps"] == train.grad_accum == 16
+    assert config["train_micro_batch_size_per_gpu"] == 128 // (16 * 8) == 1
+    assert config["train_batch_size"] == train.batch_size == 128
+    assert config["gradient_clipping"] == train.clip
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "false")
+    assert deepspeed_plugin(TrainSettings.from_specs(train), processes=8) is None
+
+
+def test_one_scheduler_step_per_optimizer_step_with_accumulation(tmp_path, tiny_llama_dir, stdlib_texts):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from fusebench.train.loop import lr_lambda
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    seqs = [np.asarray(tok(t[:300])["input_ids"][:32]) for t in stdlib_texts[:8]]
+    settings = TrainSettings(steps=3, batch_size=4, grad_accum=2, lr=1e-3, warmup_ratio=0.5, checkpoint_every=10)
+    history = train(model, seqs, settings, tmp_path / "resume", tok.eos_token_id)
+    assert [(h["optimizer_steps"], h["scheduler_steps"]) for h in history] == [(1, 1), (2, 2), (3, 3)]
+    assert [h["lr"] for h in history] == [1e-3 * lr_lambda(settings)(s + 1) for s in range(3)]

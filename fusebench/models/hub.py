@@ -103,25 +103,28 @@ def convert_bin_to_safetensors(src: Path, out: Path) -> Path:
     return out
 
 
-def local_tokenizer_fingerprint(location: str, revision: str | None = None) -> str | None:
-    """A hash of the tokenizer files of a local directory or an already-downloaded hub model (never the network),
-    or None when they are not here. Two models with equal fingerprints tokenize every text identically:
-    `tokenizer.json` (normalizer, pre-tokenizer, vocabulary, merges, special tokens) compared as canonical JSON,
-    else the SentencePiece `tokenizer.model` with the special-token files."""
+# Hub models published with one and the same tokenizer (identical tokenizer files at their main revisions). For hub
+# ids the stage graph relies on this table alone, never on what happens to be downloaded, so the graph (and every
+# stage key) is the same before and after a download; a wrong entry would be caught in training, which checks that a
+# same-tokenizer teacher's store holds exactly the target's tokens (fusebench.fuse.targets).
+TOKENIZER_FAMILIES = {
+    **{f"meta-llama/Llama-2-{size}-hf": "llama-2" for size in ("7b", "13b", "70b", "7b-chat", "13b-chat", "70b-chat")},
+    **{f"EleutherAI/pythia-{size}{dedup}": "gpt-neox-20b" for size in ("14m", "70m", "160m", "410m", "1b", "1.4b",
+                                                                        "2.8b", "6.9b", "12b")
+       for dedup in ("", "-deduped")},
+}
+
+
+def tokenizer_identity(location: str, revision: str | None = None) -> str | None:
+    """What identifies a pretrained model's tokenizer, or None when unknown: for a local directory a hash of its
+    tokenizer files (`tokenizer.json` as canonical JSON: normalizer, pre-tokenizer, vocabulary, merges, special
+    tokens; else the SentencePiece `tokenizer.model` with the special-token map), for a hub id at its main revision
+    its family in TOKENIZER_FAMILIES. Equal identities tokenize every text identically."""
     import hashlib
 
-    if Path(location).expanduser().is_dir():
-        d = Path(location).expanduser()
-    elif is_hub_id(location):
-        from huggingface_hub import snapshot_download
-
-        try:
-            d = Path(snapshot_download(location, revision=revision, local_files_only=True,
-                                       allow_patterns=["tokenizer*", "special_tokens_map.json", "*.model"]))
-        except Exception:  # noqa: BLE001 - not downloaded yet: unknown, and the caller aligns as for any pair
-            return None
-    else:
-        return None
+    d = Path(location).expanduser()
+    if not d.is_dir():
+        return f"family:{TOKENIZER_FAMILIES[location]}" if location in TOKENIZER_FAMILIES and not revision else None
     if (d / "tokenizer.json").is_file():
         canonical = json.dumps(json.loads((d / "tokenizer.json").read_text(encoding="utf-8")), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()

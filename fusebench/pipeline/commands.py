@@ -73,6 +73,8 @@ def run(args) -> int:
     log.info("recipe %s -> %s (log: %s)", recipe.name, workdir, log_path)
     start = time.time()
     done = runner.run(args.only)
+    if int(os.environ.get("RANK", "0")) != 0:  # under a launch the main process publishes; others would race it
+        return 0
     link_models(workdir, done)
     results, out = output_dirs(args, recipe, workdir)
     published = publish_results(recipe, runner, done, results)

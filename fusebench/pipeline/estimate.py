@@ -108,6 +108,27 @@ class Sizer:
         return ModelSize(base.params, f"as {m.merge.models[0]}")
 
 
+def model_origin(m: ModelSpec) -> str:
+    """Where a model comes from: hub id @ revision, a local directory, a GGUF, or how it is made."""
+    if m.path:
+        from fusebench.models.hub import is_hub_id
+
+        return f"hub {m.path} @ {m.revision or 'main'}" if is_hub_id(m.path) else f"local {m.path}"
+    if m.gguf:
+        return f"gguf {m.gguf}"
+    if m.init:
+        return f"trained from {m.init}" + (f" with {', '.join(m.teachers)}" if m.teachers else "")
+    if m.arch:
+        return f"{m.arch} built from config"
+    return "ensemble of " + ", ".join(m.ensemble) if m.ensemble else f"{m.merge.method} merge"
+
+
+def corpus_origin(c) -> str:
+    if c.kind == "hub":
+        return f"hub dataset {c.path}" + (f" ({c.name})" if c.name else "") + f" split {c.train_split}"
+    return f"files {', '.join(c.files)}" if c.kind == "files" else f"tiny world ({c.domain})"
+
+
 def corpus_tokens(recipe: Recipe, name: str) -> tuple[float, str]:
     """Tokens in a corpus's training split, and the assumption behind the number."""
     spec = recipe.corpora[name]
@@ -163,10 +184,12 @@ def _store_cost(recipe: Recipe, stages: dict, size: Sizer, stage) -> StageCost:
     extract = stage if stage.kind == "extract" else stages[_input(stage, "extract:")]
     chunks = stages[_input(extract, "chunks:")]
     tokens, _ = corpus_tokens(recipe, chunks.inputs[0].split(":", 1)[1])
-    if chunks.config.get("max_sequences"):  # chunks hold at most the sequences training will read
+    if chunks.config.get("max_sequences"):  # chunks hold at most the sequences capped training will read
         tokens = min(tokens, chunks.config["max_sequences"] * chunks.config["seq_len"])
     disk = tokens * store_bytes_per_token(extract.config["top_k"])  # an aligned store keeps its source's k
     cost = StageCost(f"    {stage.id:<60} ~{_num(tokens)} tokens, store ~{_bytes(disk)}", disk=disk)
+    if stage.kind == "align":  # DTW and the transfer run on CPU cores: no GPU time (fusebench.align.parallel)
+        cost.line += ", CPU only"
     if stage.kind == "extract":
         params = size(stage.inputs[0].split(":", 1)[1]).params
         if params is None:
@@ -177,11 +200,25 @@ def _store_cost(recipe: Recipe, stages: dict, size: Sizer, stage) -> StageCost:
     return cost
 
 
+def trained_tokens(recipe: Recipe, name: str) -> tuple[float, float, int, str]:
+    """(corpus tokens, tokens training reads, steps, why) for a trained model: chunks are packed (every corpus token
+    once, fusebench.train.data), so one epoch is the corpus's tokens over batch × seq_len steps, the last partial
+    batch left out; a recipe's `steps` caps that."""
+    t = recipe.models[name].train
+    corpus, _ = corpus_tokens(recipe, t.corpus)
+    per_step = t.batch_size * t.seq_len
+    epoch = max(1, int(corpus // per_step))
+    steps = t.steps or epoch
+    why = "one epoch of packed chunks" if not t.steps else f"train.steps; one epoch would be {epoch} steps"
+    return corpus, float(steps * per_step), steps, why
+
+
 def _train_cost(recipe: Recipe, size: Sizer, name: str) -> StageCost:
     t = recipe.models[name].train
-    tokens = float(t.steps * t.batch_size * t.seq_len)
-    cost = StageCost(f"    {'model:' + name:<60} ≤{_num(tokens)} tokens ({t.steps} steps × {t.batch_size} seqs × "
-                     f"{t.seq_len})")
+    corpus, tokens, steps, why = trained_tokens(recipe, name)
+    cost = StageCost(f"    {'model:' + name:<60} trains {_num(tokens)} of {_num(corpus)} corpus tokens "
+                     f"({100 * tokens / corpus:.0f}%; {steps} steps × {t.batch_size} seqs × {t.seq_len}, "
+                     f"{why})")
     params = size(name).params
     if params is None:
         cost.unknown = True
@@ -204,16 +241,16 @@ def describe_plan(recipe: Recipe) -> list[str]:
              f"training 6·params·tokens; {CHARS_PER_TOKEN:g} chars/token where a corpus's size is not stated; "
              "stores k·(id bytes + 2) + id bytes per token.",
              "  models:"]
-    for name in recipe.models:
+    for name, m in recipe.models.items():
         s = size(name)
         params = f"{_num(s.params)} params" if s.params else "params unknown"
-        lines.append(f"    {name:<22} {params:<16} ({s.source})")
+        lines.append(f"    {name:<22} {params:<16} {model_origin(m)} ({s.source})")
     lines.append("  corpora (training split):")
-    for name in recipe.corpora:
+    for name, c in recipe.corpora.items():
         tokens, why = corpus_tokens(recipe, name)
-        lines.append(f"    {name:<22} ~{_num(tokens)} tokens ({why})")
+        lines.append(f"    {name:<22} {corpus_origin(c)}: ~{_num(tokens)} tokens ({why})")
 
-    lines.append("  stages:")
+    lines.append("  stages (GPU-hours only where a stage runs on GPUs: extraction and training):")
     costs = []
     for sid, stage in stages.items():
         if stage.kind in ("extract", "align"):

@@ -140,41 +140,18 @@ class GraphBuilder:
         return (m.path, m.revision) if m.path else None
 
     def same_tokenizer(self, a: str, b: str) -> bool:
-        """Whether models a and b tokenize identically: the same tokenizer stage, or pretrained tokenizers with the
-        same fingerprint (Llama-2-13B and Llama-2-7B). Such a teacher needs no vocab map and no alignment."""
+        """Whether models a and b tokenize identically: the same tokenizer stage, or pretrained tokenizers of the same
+        identity (Llama-2-13B and Llama-2-7B; `models.hub.tokenizer_identity`). Such a teacher needs no vocab map
+        and no alignment."""
         if self.tokenizer_of(a) == self.tokenizer_of(b):
             return True
-        from fusebench.models.hub import local_tokenizer_fingerprint
+        from fusebench.models.hub import tokenizer_identity
 
         fa, fb = (self._tokenizer_files(x) for x in (a, b))
         if fa is None or fb is None:
             return False
-        ha = local_tokenizer_fingerprint(*fa)
-        return ha is not None and ha == local_tokenizer_fingerprint(*fb)
-
-    def _tokenizer_files(self, model: str) -> tuple[str, str | None] | None:
-        """(local directory or hub id, revision) holding `model`'s pretrained tokenizer, if it has one."""
-        m = self.recipe.models[model]
-        if m.tokenizer:
-            t = self.recipe.tokenizers[m.tokenizer]
-            return (t.path, None) if t.kind == "pretrained" else None
-        nxt = m.init or (m.ensemble or [None])[0] or (m.merge.models[0] if m.merge else None)
-        if nxt:
-            return self._tokenizer_files(nxt)
-        return (m.path, m.revision) if m.path else None
-
-    def same_tokenizer(self, a: str, b: str) -> bool:
-        """Whether models a and b tokenize identically: the same tokenizer stage, or pretrained tokenizers with the
-        same fingerprint (Llama-2-13B and Llama-2-7B). Such a teacher needs no vocab map and no alignment."""
-        if self.tokenizer_of(a) == self.tokenizer_of(b):
-            return True
-        from fusebench.models.hub import local_tokenizer_fingerprint
-
-        fa, fb = (self._tokenizer_files(x) for x in (a, b))
-        if fa is None or fb is None:
-            return False
-        ha = local_tokenizer_fingerprint(*fa)
-        return ha is not None and ha == local_tokenizer_fingerprint(*fb)
+        ha = tokenizer_identity(*fa)
+        return ha is not None and ha == tokenizer_identity(*fb)
 
     # --- models ---
     def model(self, name: str) -> str:

@@ -21,7 +21,9 @@ import logging
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Callable
 
@@ -73,6 +75,30 @@ def _code_hash(modules: tuple[str, ...]) -> str:
                                  "reinstall it (pip install -e .).")
         h.update(name.encode() + Path(spec.origin).read_bytes())
     return h.hexdigest()
+
+
+def collective_timeout() -> timedelta:
+    """How long a rank waits in a collective (a barrier while another rank finishes a stage) before the run fails:
+    FUSEBENCH_COLLECTIVE_TIMEOUT_MIN minutes, default 180. Long CPU stages are split over the ranks (alignment) or
+    shared out (evaluations); what still runs on the main process alone (corpus download, chunking, vocab maps,
+    converting .bin weights) takes minutes at the paper's scale, well inside it."""
+    return timedelta(minutes=float(os.environ.get("FUSEBENCH_COLLECTIVE_TIMEOUT_MIN", "180")))
+
+
+@contextmanager
+def _single_process_env():
+    """RANK 0 of 1 for the code a shared-out stage calls; the launch's values are restored after."""
+    keys = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE")
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1"})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 class Runner:
@@ -137,8 +163,9 @@ class Runner:
         """Run the stages `only` selects (all by default), in order, skipping finished ones.
 
         Under `accelerate launch` / torchrun (WORLD_SIZE > 1) the main process owns the cache: it alone takes locks,
-        prepares and finishes stages; `distributed` stages (extraction, training) run on every process between
-        barriers, and the others only on the main process while the rest wait."""
+        prepares and finishes stages; `distributed` stages (extraction, alignment, training) run on every process
+        between barriers, evaluations are shared out over the ranks (`_run_share`), and the others run on the main
+        process alone while the rest wait, at most `collective_timeout()`."""
         todo = self.closure(only)
         world = int(os.environ.get("WORLD_SIZE", "1"))
         barrier, main = (lambda: None), True
@@ -148,14 +175,18 @@ class Runner:
 
             # cpu=True on CPU-only machines: a bare PartialState would not join the gloo process group there. It is a
             # singleton, so extraction and training later share this one.
-            state = PartialState(cpu=not torch.cuda.is_available())
+            state = PartialState(cpu=not torch.cuda.is_available(), timeout=collective_timeout())
             barrier, main = state.wait_for_everyone, state.is_main_process
         if main:  # everything this run will read, checked before any work starts
             for sid in todo:
                 if not self.is_done(sid):
                     self.check_inputs(sid)
-        for n, sid in enumerate(todo, 1):
-            final, stage, counter = self.path(sid), self.stages[sid], f"[{n}/{len(todo)}]"
+        # evaluations are independent of each other: under a launch every rank takes its share of them (below)
+        # instead of one rank running them all while the others wait
+        spread = [sid for sid in todo if world > 1 and self.stages[sid].kind == "eval"]
+        in_order = [sid for sid in todo if sid not in spread]
+        for n, sid in enumerate(in_order, 1):
+            final, stage, counter = self.path(sid), self.stages[sid], f"[{n}/{len(in_order)}]"
             barrier()
             if self.is_done(sid):
                 log.info("%s %s: cached (%s)", counter, sid, final.name)
@@ -174,6 +205,10 @@ class Runner:
                     self._run_stage(stage, final, counter, barrier if stage.distributed else None)
             elif stage.distributed:
                 self._run_stage(stage, final, counter, barrier, worker=True)
+        if spread:
+            barrier()  # the models they read are finished
+            self._run_share(spread, state.process_index, world)
+            barrier()
         if main:  # what the run hands back (evaluations to publish, the model asked for) is read next
             for sid in todo:
                 if not any(sid in self.stages[o].inputs for o in todo):
@@ -210,6 +245,25 @@ class Runner:
         elif time.time() - start > 1:
             log.info("verified %s in %.1fs", path.name, time.time() - start)
         self._verified.add(path)
+
+    def _run_share(self, sids: list[str], rank: int, world: int) -> None:
+        """Rank r runs stages r, r+W, ... of `sids`, each as a single-process stage (its own lock, `.partial` and
+        rename): an evaluation reads one finished model and is independent of the others. Inside, the process
+        looks single (RANK 0 of 1) to the code it calls, so lm-eval returns its results here, not only on rank 0."""
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # this rank's GPU, not GPU 0 for all
+        mine = sids[rank::world]
+        for n, sid in enumerate(mine, 1):
+            final, counter = self.path(sid), f"[rank {rank}: {n}/{len(mine)}]"
+            final.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(final) + ".lock"):
+                if self.is_done(sid):
+                    log.info("%s %s: cached (%s)", counter, sid, final.name)
+                    continue
+                with _single_process_env():
+                    self._run_stage(self.stages[sid], final, counter)
 
     def _run_stage(self, stage: Stage, final: Path, counter: str, barrier=None, worker: bool = False) -> None:
         """Run one stage into its `.partial` dir and rename it into place. With `barrier`, the other processes run

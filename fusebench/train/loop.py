@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,32 @@ def lr_lambda(s: TrainSettings) -> Callable[[int], float]:
     return factor
 
 
+def deepspeed_plugin(settings: TrainSettings, processes: int):
+    """Under a DeepSpeed accelerate config (ACCELERATE_USE_DEEPSPEED=true), accelerate's DeepSpeed plugin with the
+    recipe's micro-batch per process, accumulation and clipping; None otherwise.
+
+    accelerate would leave the micro-batch "auto", to be read from a DataLoader this loop does not use (prepare then
+    fails), and take `gradient_accumulation_steps` from the accelerate config (1), so DeepSpeed would step the
+    optimizer on every micro-batch: grad_accum times per intended step, the schedule running ahead as fast."""
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() != "true":
+        return None
+    from accelerate.utils import DeepSpeedPlugin
+
+    plugin = DeepSpeedPlugin(gradient_accumulation_steps=settings.grad_accum, gradient_clipping=settings.clip)
+    plugin.deepspeed_config.update({
+        "train_micro_batch_size_per_gpu": settings.batch_size // (settings.grad_accum * processes),
+        "train_batch_size": settings.batch_size, "gradient_accumulation_steps": settings.grad_accum,
+        "gradient_clipping": settings.clip})
+    return plugin
+
+
+def _optimizer_steps(optimizer) -> int | None:
+    """How many updates the wrapped torch optimizer really made (AdamW counts them per parameter)."""
+    inner = getattr(optimizer, "optimizer", optimizer)
+    steps = [float(s["step"]) for s in getattr(inner, "state", {}).values() if isinstance(s, dict) and "step" in s]
+    return int(max(steps)) if steps else None
+
+
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     # no decay on biases and norms, as is standard for transformer LMs
     decay, no_decay = [], []
@@ -106,7 +133,8 @@ def train(model, sequences: list[np.ndarray], settings: TrainSettings, resume_di
     # default would step it once per process, assuming each process brings a batch of its own. Accumulation goes
     # through accelerate so that DDP syncs and DeepSpeed steps only on the last micro-batch of a step.
     acc = Accelerator(mixed_precision="bf16" if settings.bf16 else "no", step_scheduler_with_optimizer=False,
-                      gradient_accumulation_steps=settings.grad_accum)
+                      gradient_accumulation_steps=settings.grad_accum,
+                      deepspeed_plugin=deepspeed_plugin(settings, int(os.environ.get("WORLD_SIZE", "1"))))
     set_seed(settings.seed)
     if any(p.is_floating_point() and p.dtype != torch.float32 for p in model.parameters()):
         # fp32 master weights whatever dtype the checkpoint was stored in: AdamW on fp16 weights underflows its
@@ -168,7 +196,8 @@ def train(model, sequences: list[np.ndarray], settings: TrainSettings, resume_di
         stats = {k: acc.reduce(torch.tensor(v, device=acc.device), "mean").item() for k, v in stats.items()}
         row = {"step": step, "loss": settings.lam * stats["clm"] + (1 - settings.lam) * stats["fusion"],
                **stats, "lr": scheduler.get_last_lr()[0],
-               "grad_norm": None if grad_norm is None else float(grad_norm)}  # DeepSpeed may not report it
+               "grad_norm": None if grad_norm is None else float(grad_norm),  # DeepSpeed may not report it
+               "optimizer_steps": _optimizer_steps(optimizer), "scheduler_steps": scheduler.scheduler.last_epoch}
         history.append(row)
         bar.set_postfix(loss=f"{row['loss']:.3f}")
         if (step + 1) % settings.checkpoint_every == 0 and step + 1 < settings.steps:

@@ -65,12 +65,12 @@ def test_recipes_choose_their_data_source_backend_and_context():
         load_recipe(REPO / "recipes" / "smoke.yaml", ["evaluate.max_length={targte: 64}"])
 
 
-def _eval_stage(tmp_path, model_dir, *overrides):
+def _eval_stage(tmp_path, model_dir, *overrides, suite: str = "lambada"):
     from fusebench.pipeline.graph import build_stages
     from fusebench.pipeline.runner import StageContext
 
     recipe = load_recipe(REPO / "recipes" / "smoke.yaml", ["evaluate.models=[target]", "evaluate.limit=2", *overrides])
-    stage = next(s for s in build_stages(recipe) if s.id.startswith("eval:target") and s.id.endswith(".lambada"))
+    stage = next(s for s in build_stages(recipe) if s.id.startswith("eval:target") and s.id.endswith(f".{suite}"))
     ctx = StageContext(out=tmp_path / "out", inputs={stage.inputs[0]: Path(model_dir)}, workdir=tmp_path)
     return stage, ctx
 
@@ -128,3 +128,22 @@ def test_truncation_is_cut_only_when_asked_and_then_counted(tmp_path, tiny_neox_
                             truncate_long_prompts=True, device="cpu")
     manifest = json.loads(result.suites[0].manifest_path.read_text())
     assert manifest["prompts_cut"] == {"bbh_cot_fewshot_web_of_lies_offline": 2}
+
+
+def test_a_hub_sourced_suite_reads_the_hub_datasets(tmp_path, tiny_neox_dir, monkeypatch):
+    """With the hub datasets in the local datasets cache (tests/hubcache.py: tiny stand-ins under the real ids,
+    4 rows each), `data: hub` runs lm-eval's own tasks on them, offline."""
+    import datasets.config
+    from hubcache import build_hub_cache
+
+    hf_home = build_hub_cache(tmp_path / "hf", models=())
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", hf_home / "datasets")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    stage, ctx = _eval_stage(tmp_path / "run", tiny_neox_dir, "evaluate.suites=[commonsense]", "evaluate.data=hub",
+                             suite="commonsense")
+    stage.run(ctx)
+    manifest = json.loads(next(ctx.out.rglob("commonsense.manifest.json")).read_text())
+    assert manifest["data_source"] == "hub (online)"
+    for benchmark in ("arc_easy", "arc_challenge", "boolq", "hellaswag", "openbookqa"):
+        task = manifest["tasks"][benchmark]
+        assert task["lm_eval_task"] == benchmark and task["data"] is None and task["n_docs"] == 2, benchmark

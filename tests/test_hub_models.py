@@ -24,7 +24,7 @@ from fusebench.pipeline.recipe import load_recipe
 from fusebench.pipeline.runner import Runner
 
 WANTED = ("meta-llama/Llama-2-7b-hf", "meta-llama/Llama-2-13b-hf", "openlm-research/open_llama_7b_v2",
-          "EleutherAI/pythia-14m")
+          "EleutherAI/pythia-14m", "EleutherAI/pythia-1b")
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +143,22 @@ def test_a_teacher_sharing_the_targets_tokenizer_feeds_its_own_store(tmp_path, o
     choices = json.loads((runner.path("model:kd") / "fusion_choices.json").read_text())
     log = [json.loads(l) for l in (runner.path("model:kd") / "train_log.jsonl").read_text().splitlines()]
     assert choices["(own)"] == 0 and choices["llama2_13b"] > 0 and log[0]["fusion"] > 0
+
+
+def test_evaluation_merge_and_ensemble_load_hub_ids(tmp_path, offline_hub):
+    from fusebench.models.load import load_causal_lm, load_tokenizer
+
+    model = load_causal_lm("EleutherAI/pythia-14m", revision="step1000", device="cpu")  # offline, from the cache
+    assert load_tokenizer("EleutherAI/pythia-14m", revision="step1000")("x")["input_ids"]
+    assert next(model.parameters()).dtype == torch.float32
+    recipe = _recipe(tmp_path, {
+        "a": {"path": "EleutherAI/pythia-1b"},                           # fp16
+        "b": {"path": "EleutherAI/pythia-14m", "revision": "step1000"},  # same shapes and tokenizer
+        "ens": {"ensemble": ["a", "b"]},
+        "merged": {"merge": {"method": "linear", "models": ["a", "b"]}},
+    })
+    runner = Runner(build_stages(recipe), tmp_path / "w")
+    done = runner.run()
+    for name in ("ens", "merged"):
+        out = load_causal_lm(done[f"model:{name}"], device="cpu")
+        assert torch.isfinite(out(input_ids=torch.tensor([[1, 2, 3]])).logits).all()

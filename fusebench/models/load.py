@@ -75,13 +75,23 @@ def check_source(path_or_id: str | Path) -> None:
                              "offline, fusebench.models.gguf.smollm2_dir() gives a real pretrained model.")
 
 
-def load_causal_lm(path_or_id: str | Path, device: str | None = None, dtype=None, trust_remote_code: bool = False):
+def _local(path_or_id: str | Path, revision: str | None, trust_remote_code: bool) -> str | Path:
+    """A hub id resolved to its local snapshot at `revision` (fusebench.models.hub); a directory as it is."""
+    from fusebench.models.hub import is_hub_id, resolve_pretrained
+
+    return resolve_pretrained(str(path_or_id), revision, trust_remote_code) if is_hub_id(str(path_or_id)) else path_or_id
+
+
+def load_causal_lm(path_or_id: str | Path, device: str | None = None, dtype=None, trust_remote_code: bool = False,
+                   revision: str | None = None):
     """A causal LM in eval mode on `device` (default: cuda if available, else cpu).
 
-    `dtype` is a torch dtype, a name ("float32", "bfloat16", "auto") or None (fp32 on CPU, bf16 on GPU).
+    `dtype` is a torch dtype, a name ("float32", "bfloat16", "auto") or None (fp32 on CPU, bf16 on GPU). A hub id
+    is read from its snapshot at `revision` (offline: the local Hugging Face cache).
     """
     from transformers import AutoModelForCausalLM
 
+    path_or_id = _local(path_or_id, revision, trust_remote_code)
     check_source(path_or_id)
     if model_type(path_or_id) == ENSEMBLE_MODEL_TYPE:
         try:
@@ -103,10 +113,11 @@ def load_causal_lm(path_or_id: str | Path, device: str | None = None, dtype=None
     return model.to(device).eval()
 
 
-def load_tokenizer(path_or_id: str | Path, trust_remote_code: bool = False):
+def load_tokenizer(path_or_id: str | Path, trust_remote_code: bool = False, revision: str | None = None):
     """The tokenizer saved beside a model (an ensemble directory saves its shared tokenizer at its root)."""
     from transformers import AutoTokenizer
 
+    path_or_id = _local(path_or_id, revision, trust_remote_code)
     try:
         return AutoTokenizer.from_pretrained(str(path_or_id), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:

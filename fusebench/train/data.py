@@ -20,7 +20,8 @@ Chunk = Union[str, list]  # a list of text pieces joined by EOS; a plain string 
 
 def pack_documents(tokenizer, docs: list[str], seq_len: int, batch: int = 256) -> list[list[str]]:
     """Documents, each followed by EOS, concatenated and cut into chunks of `seq_len` target tokens (the last chunk
-    may be shorter). No text is dropped: sum of tokens + one EOS per document == sum of chunk lengths."""
+    may be shorter; a chunk starting inside a document holds one token less, see below). No text is dropped: the
+    pieces of each document concatenate back to it."""
     chunks: list[list[str]] = []
     pieces, used = [""], 0
     for lo in range(0, len(docs), batch):
@@ -33,7 +34,9 @@ def pack_documents(tokenizer, docs: list[str], seq_len: int, batch: int = 256) -
             while pos < n:
                 if used == seq_len:
                     chunks.append(pieces)
-                    pieces, used = [""], 0
+                    # a chunk that starts inside a document: tokenized on its own, that piece may gain a word-start
+                    # marker (SentencePiece's dummy prefix), so one position is kept free for it
+                    pieces, used = [""], (1 if pos else 0)
                 take = min(seq_len - used, n - pos)
                 pieces[-1] += doc[cuts[pos]:cuts[pos + take]]
                 pos, used = pos + take, used + take

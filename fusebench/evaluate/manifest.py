@@ -39,7 +39,8 @@ def weights_sha256(model: str | Path) -> str | None:
     if not path.is_dir():
         return None
     digest = hashlib.sha256()
-    for f in [path / "config.json", *sorted(path.rglob("*.safetensors"))]:
+    # top level only: an ensemble's members/ and a merge's inputs/ hold other models (members are hashed below)
+    for f in [path / "config.json", *sorted(path.glob("*.safetensors"))]:
         if f.is_file():
             digest.update(str(f.relative_to(path)).encode())
             with open(f, "rb") as fh:

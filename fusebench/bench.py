@@ -1,6 +1,6 @@
 """`fusebench bench`: the speed and size targets, each a ratio against a baseline measured in the same run.
 
-The measurements live in the repository's `bench/` folder (`bench_align.py`, `bench_core.py`); this command runs
+The measurements live in the repository's `bench/` folder (`bench_align.py`, `bench_core.py`, `bench_parallel.py`); this command runs
 them all once and prints one table (or one JSON object, keys documented in bench/README.md).
 """
 
@@ -22,6 +22,7 @@ TARGETS = {
     "extraction_vs_forward_ratio": (1.15, "max"),
     "fusion_step_time_ratio": (1.2, "max"),
     "fusion_step_peak_memory_ratio": (1.1, "max"),
+    "align_2proc_speedup": (1.7, "min"),   # the align stage on 2 processes vs 1 (bench_parallel.py), same output
 }
 
 
@@ -37,9 +38,10 @@ def _load(name: str):
 
 
 def run_all(quick: bool = False) -> dict:
-    align, core = _load("bench_align"), _load("bench_core")
+    align, core, par = _load("bench_align"), _load("bench_core"), _load("bench_parallel")
     results: dict = {}
-    for fn in (align.bench_dtw, core.bench_store_bytes, core.bench_extraction, core.bench_fusion_step):
+    for fn in (align.bench_dtw, align.bench_alignment_quality, core.bench_store_bytes, core.bench_extraction,
+               core.bench_fusion_step, par.bench_align_parallel):
         results.update(fn(quick=quick))
     results["targets"] = {k: {"target": t, "kind": kind, "value": results.get(k),
                               "met": results.get(k) is not None and (results[k] >= t if kind == "min" else results[k] <= t)}
@@ -57,7 +59,24 @@ def main(args) -> int:
             sign = ">=" if t["kind"] == "min" else "<="
             value = "n/a" if t["value"] is None else f"{t['value']:.3f}"
             print(f"{key:<36} {value:>10} {sign + format(t['target'], 'g'):>10}  {'yes' if t['met'] else 'NO'}")
+        print(quality_table(results))
     return 0 if all(t["met"] for t in results["targets"].values()) else 1
+
+
+QUALITY_RULES = {"dtw": "dtw (ends checked)", "offsets": "offsets", "dtw_blocks": "dtw blocks alone (before)",
+                 "reference_em": "reference 1:1 EM guard", "reference_mined": "reference 1:1 MinED guard"}
+
+
+def quality_table(results: dict) -> str:
+    """Coverage and precision of each transfer rule, MPT -> Llama-2, on prose and on code (bench/README.md)."""
+    lines = ["", "alignment MPT -> Llama-2: coverage (target positions receiving a source distribution) / precision "
+             "(of those, source token ends at the same character)",
+             f"{'rule':<30} {'prose cov':>10} {'prose prec':>11} {'code cov':>10} {'code prec':>10}"]
+    for rule, label in QUALITY_RULES.items():
+        cells = [f"{100 * results[f'align_{kind}_{rule}_{fig}']:.1f}%" for kind in ("prose", "code")
+                 for fig in ("coverage", "precision")]
+        lines.append(f"{label:<30} {cells[0]:>10} {cells[1]:>11} {cells[2]:>10} {cells[3]:>10}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

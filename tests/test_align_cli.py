@@ -20,7 +20,7 @@ def run_json(capsys, *argv: str) -> dict:
 def test_align_json_prints_tokens_path_and_cost(capsys, unigram_tokenizer_dir, bpe_tokenizer_dir):
     out = run_json(capsys, "--source", str(unigram_tokenizer_dir), "--target", str(bpe_tokenizer_dir),
                    "--text", TEXT)
-    assert set(out) == {"source_tokens", "target_tokens", "pairs", "cost"}
+    assert set(out) == {"source_tokens", "target_tokens", "pairs", "cost", "transfer", "coverage", "precision"}
     source, target = load_tokenizer(unigram_tokenizer_dir), load_tokenizer(bpe_tokenizer_dir)
     assert out["source_tokens"] == source.tokenize(TEXT)  # spelled as the tokenizer spells them
     assert out["target_tokens"] == target.tokenize(TEXT)
@@ -37,6 +37,7 @@ def test_align_reads_a_file_and_accepts_real_vocabulary_names(capsys, tmp_path):
     assert out["source_tokens"] == ["▁Hello", "▁world", ",", "<0x0A>", "▁the", "▁end"]
     assert out["target_tokens"] == ["Hello", "Ġworld", ",", "Ċ", "Ġthe", "Ġend"]
     assert out["pairs"] == [[k, k] for k in range(6)] and out["cost"] == 1.0
+    assert out["transfer"] == list(range(6)) and out["coverage"] == out["precision"] == 1.0
 
 
 def test_align_table_shows_each_pair_and_the_total_cost(capsys, unigram_tokenizer_dir, bpe_tokenizer_dir):
@@ -46,7 +47,7 @@ def test_align_table_shows_each_pair_and_the_total_cost(capsys, unigram_tokenize
     target_tokens = load_tokenizer(bpe_tokenizer_dir).tokenize("import os")
     assert out.startswith("source (") and f"target ({len(target_tokens)} tokens)" in out
     assert all(repr(tok) in out for tok in target_tokens)
-    assert "total cost" in out
+    assert "total cost" in out and "transfer: coverage" in out
 
 
 def test_align_reports_bad_input_as_a_clear_error(capsys, tmp_path, bpe_tokenizer_dir):

@@ -155,12 +155,14 @@ def test_offsets_aligner_keeps_byte_pieces_of_one_character_together(llama_and_m
     assert result.cost >= dtw(source, target).cost  # never better than the optimum
 
 
-def test_offsets_aligner_refuses_a_tokenization_without_offsets(llama_and_mpt):
+def test_offsets_aligner_works_from_token_ids_alone(llama_and_mpt):
+    # distribution stores keep ids, not character offsets: the aligner reads where tokens end from their texts
     llama, mpt = llama_and_mpt
-    source = tokenization_from_ids(llama, llama("some text", add_special_tokens=False)["input_ids"])
-    target = tokenize_for_alignment(mpt, "some text")
-    with pytest.raises(FusebenchError, match="no character offsets"):
-        align_by_offsets(source, target)
+    text = "some text, 🦙 and\n    more"
+    source, target = tokenize_for_alignment(llama, text), tokenize_for_alignment(mpt, text)
+    from_ids = align_by_offsets(tokenization_from_ids(llama, source.ids), tokenization_from_ids(mpt, target.ids))
+    assert from_ids.pairs.tolist() == align_by_offsets(source, target).pairs.tolist()
+    assert_valid_path(from_ids.pairs, len(source), len(target))
 
 
 def test_aligner_registry_names_the_valid_aligners_for_an_unknown_name():

@@ -11,3 +11,10 @@ def test_bench_quick_reports_every_figure_with_equal_dtw_cost_and_a_compact_stor
         assert results["targets"][key]["value"] == results[key]
     assert results["dtw_equal_cost"] is True
     assert results["store_bytes_per_token_per_model"] <= 40.0  # a size, exact by construction of the format
+    # alignment quality on real MPT -> Llama-2 prose and code, checked against the tokenizers' character offsets
+    for kind in ("prose", "code"):
+        for rule in ("dtw", "offsets"):
+            assert results[f"align_{kind}_{rule}_precision"] == 1.0
+            assert results[f"align_{kind}_{rule}_coverage"] > 0.6
+        assert results[f"align_{kind}_dtw_blocks_precision"] < 1.0
+        assert 0 < results[f"align_{kind}_reference_mined_coverage"] < 1.0

@@ -113,7 +113,7 @@ def test_fusebench_run_under_torchrun_gives_the_single_process_fused_model(tmp_p
 
     smoke = Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    weights = {}
+    weights, choices = {}, {}
     for n in (1, 2):
         work = tmp_path / f"p{n}"
         launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n),
@@ -125,6 +125,9 @@ def test_fusebench_run_under_torchrun_gives_the_single_process_fused_model(tmp_p
         assert proc.returncode == 0, proc.stderr[-3000:]
         [path] = [p for p in work.glob("cache/model/fusellm-*/model.safetensors")]
         weights[n] = (path.parent.name, load_file(path))
+        choices[n] = json.loads((path.parent / "fusion_choices.json").read_text())
     assert weights[1][0] == weights[2][0]  # same stage key: the process count is not part of the experiment
+    # each process counts MinCE's choices on its slice of the batches; the file holds the sum over processes
+    assert choices[2] == choices[1] and sum(choices[1].values()) > 0
     one, two = weights[1][1], weights[2][1]
     assert max(float(np.abs(one[k] - two[k]).max()) for k in one) < 1e-4

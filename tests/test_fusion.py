@@ -82,3 +82,47 @@ def test_candidate_from_store_and_from_transfer_carry_ce_and_token_counts():
     assert (a.ce, a.num_predicted) == (pytest.approx(0.7), 2)
     assert (b.ce, b.num_predicted) == (pytest.approx(0.4), 1)
     assert fuse("mince", [a, b]).weights.tolist() == [0.0, 1.0]
+
+
+def test_avgce_at_temperature_2_softens_each_candidate_before_mixing_and_not_the_student():
+    """The reference: target = sum_i w_i softmax(l_i / T) over each candidate's slots, loss = CE(target, softmax(z)).
+    Through the recipe -> train settings -> step loss path, as a FuseLLM model trains."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from fusebench.pipeline.recipe import FusionSpec
+    from fusebench.train.loop import TrainSettings, step_loss
+
+    t, vocab = 2.0, 6
+    cands = [_cand([[1, 2, 3], [0, 0, 0]], [[0.6, 0.3, 0.1], [1.0, 0.0, 0.0]], 1.0),
+             _cand([[3, 4, 1], [0, 0, 0]], [[0.5, 0.4, 0.1], [1.0, 0.0, 0.0]], 1.6)]
+    w = np.exp(np.exp(-np.array([1.0, 1.6])))
+    w /= w.sum()
+    expected = np.zeros(vocab)
+    for c, wi in zip(cands, w):
+        soft = np.exp(c.logprobs[0].astype(np.float64) / t)
+        np.add.at(expected, c.ids[0], wi * soft / soft.sum())
+
+    fused = fuse("avgce", cands, temperature=t)
+    got = np.zeros(vocab)
+    np.add.at(got, fused.ids[0][fused.ids[0] >= 0], np.exp(fused.logprobs[0][fused.ids[0] >= 0].astype(np.float64)))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+    train = SimpleNamespace(steps=1, batch_size=1, lr=1e-3, warmup_ratio=0.0, schedule="constant", min_lr_ratio=0.1,
+                            weight_decay=0.0, betas=(0.9, 0.95), clip=1.0, grad_accum=1, bf16=False, seed=0,
+                            checkpoint_every=10)
+    settings = TrainSettings.from_specs(train, FusionSpec(temperature=t, function="avgce"))
+    logits = torch.tensor(np.random.default_rng(0).normal(size=(1, 2, vocab)), dtype=torch.float32)
+    ids, mask = torch.tensor([[2, 5]]), torch.ones(1, 2, dtype=torch.long)
+    targets = (torch.from_numpy(fused.ids)[None], torch.from_numpy(fused.logprobs)[None])
+    _, _, fus = step_loss(logits, ids, mask, targets, 0.0, settings.temperature, 1.0)
+    reference = -(torch.from_numpy(expected).float() * torch.log_softmax(logits[0, 0], -1)).sum()
+    assert fus.item() == pytest.approx(reference.item(), rel=1e-5)
+    # what mixing first and softening the mixture and the student gives instead: not the reference
+    from fusebench.fuse.loss import fusion_loss
+
+    mixed = fuse("avgce", cands)
+    old = fusion_loss(logits[:, :1], torch.from_numpy(mixed.ids[:1])[None], torch.from_numpy(mixed.logprobs[:1])[None],
+                      torch.ones(1, 1), temperature=t)
+    assert abs(old.item() - reference.item()) > 0.05

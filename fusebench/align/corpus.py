@@ -1,14 +1,18 @@
 """Align a source's whole distribution store to the target's sequences: the `align` stage.
 
-For each training sequence (the same text chunk for both models): align the two tokenizations (`dtw` / `offsets`),
-move the source's top-k into target positions and ids through the vocab map (`transfer.py`), and write the result
-as an *aligned store*: per shard, `.npy` files of target-space ids (the smallest unsigned dtype that leaves its
+For each training sequence (the same text chunk for both models): align the two tokenizations (`dtw` / `offsets`,
+both from token ids), move the source's top-k into target positions and ids through the vocab map (`transfer.py`;
+only between tokens that end at the same byte of the text), one pure call per sequence (`document.py`), and write
+the result as an *aligned store*: per shard, `.npy` files of target-space ids (the smallest unsigned dtype that leaves its
 largest value free to mark an empty slot: uint16 for vocabularies under 65535) and log-probs (float16, -inf =
 empty), the source's own per-sequence CE and how many tokens it averages over. Shards are written atomically
-(temp dir + rename), so a killed alignment resumes at the first missing shard.
+(temp dir + rename), so a killed alignment resumes at the first missing shard. Each shard keeps its alignment
+figures (`quality.json`); `meta.json` pools them: `quality.coverage` (share of target positions that received a
+source distribution) and `quality.precision` (share of those whose tokens end at the same byte: 1 by construction).
 
-A source whose tokens were cut short by its maximum length covers less text than the target's sequence; such a
-sequence is marked `valid = 0` and the fusion leaves that source out for it (counted and logged, never guessed).
+A source whose tokens were cut short by its maximum length covers less text than the target's sequence (possibly
+ending in the middle of a UTF-8 character); such a sequence is marked `valid = 0` and the fusion leaves that source
+out for it (counted and logged, never guessed).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from fusebench.align.transfer import AlignedDistributions, transfer_distributions
+from fusebench.align.transfer import AlignedDistributions
 from fusebench.errors import FusebenchError
 from fusebench.extract.store import DistributionStore, id_dtype
 
@@ -50,11 +54,11 @@ def _cover_model_vocab(src_to_tgt: np.ndarray, model_vocab: int) -> np.ndarray:
 
 def align_stores(*, aligner: str, fallback: str, source_store: Path, target_store: Path, vocab_map: Path,
                  source_tokenizer, target_tokenizer, out_dir: Path) -> Path:
-    from fusebench.align import ALIGNERS, VocabMap, tokenization_from_ids, tokenize_for_alignment
+    from fusebench.align import VocabMap, get_aligner, tokenization_from_ids
+    from fusebench.align.document import align_document
+    from fusebench.align.ends import merge_quality
 
-    if aligner == "offsets":  # stores keep token ids, not the character offsets this aligner needs
-        raise FusebenchError("the offsets aligner needs each text's character offsets, which distribution stores do "
-                             "not keep; it is available through `fusebench align`. In recipes use aligner: dtw.")
+    get_aligner(aligner)  # an unknown name fails before any work
     src, tgt = DistributionStore.open(source_store), DistributionStore.open(target_store)
     if len(src) != len(tgt):
         raise FusebenchError(f"the source store {source_store} holds {len(src)} sequences but the target's "
@@ -62,39 +66,53 @@ def align_stores(*, aligner: str, fallback: str, source_store: Path, target_stor
                              "extractions on the same chunks stage.")
     vmap = VocabMap.load(vocab_map, source_tokenizer, target_tokenizer)
     src_to_tgt = _cover_model_vocab(vmap.src_to_tgt, src.vocab_size)
-    align = ALIGNERS[aligner]
     out_dir.mkdir(parents=True, exist_ok=True)
     num_shards = (len(tgt) + SHARD - 1) // SHARD
-    invalid = 0
     for shard in tqdm(range(num_shards), desc=f"align ({aligner})", unit="shard"):
         final = out_dir / f"shard-{shard:05d}"
         if (final / "done").exists():
             continue
         rows: list[AlignedDistributions | None] = []
         lengths: list[int] = []
+        figures: list[dict] = []
         for i in range(shard * SHARD, min(len(tgt), (shard + 1) * SHARD)):
             s, t = src.sequence(i), tgt.sequence(i)
             lengths.append(len(t.input_ids))
-            s_text, t_text = _text(source_tokenizer, s.input_ids), _text(target_tokenizer, t.input_ids)
-            if s_text != t_text and t_text.startswith(s_text):  # the source was truncated: leave it out here
-                rows.append(None)
-                invalid += 1
-                continue
-            path = align(tokenization_from_ids(source_tokenizer, s.input_ids),
-                         tokenization_from_ids(target_tokenizer, t.input_ids))
-            rows.append(transfer_distributions(s, t.input_ids, path.pairs, src_to_tgt, source_text=s_text,
-                                               target_text=t_text, fallback=fallback))
-        _write_shard(out_dir, shard, rows, src.top_k, id_dtype(tgt.vocab_size + 1), lengths)
+            doc = align_document(s, tokenization_from_ids(source_tokenizer, s.input_ids),
+                                 tokenization_from_ids(target_tokenizer, t.input_ids), src_to_tgt, aligner=aligner,
+                                 fallback=fallback, source_text=_text(source_tokenizer, s.input_ids),
+                                 target_text=_text(target_tokenizer, t.input_ids))
+            rows.append(doc.aligned)  # None: the source was cut short here and is left out of this sequence
+            figures.append(doc.quality or {"cut_short": 1})
+        _write_shard(out_dir, shard, rows, src.top_k, id_dtype(tgt.vocab_size + 1), lengths, figures)
+    per_shard = [_shard_quality(out_dir / f"shard-{k:05d}") for k in range(num_shards)]
+    invalid = sum(q.get("cut_short", 0) for q in per_shard)
+    quality = merge_quality([q for q in per_shard if "positions" in q])
     (out_dir / "meta.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "num_sequences": len(tgt),
                                                    "num_shards": num_shards, "aligner": aligner, "fallback": fallback,
-                                                   "truncated_sources": invalid}))
+                                                   "truncated_sources": invalid, "quality": quality}))
+    log.info("align (%s): coverage %.1f%%, precision %.1f%% (%d blocks turned down: ends differ)", aligner,
+             100 * quality["coverage"], 100 * quality["precision"], quality.get("blocks_ends_differ", 0))
     if invalid:
         log.warning("align: %d of %d sequences were cut short by the source's maximum length; the source is left "
                     "out of their fusion", invalid, len(tgt))
     return out_dir
 
 
-def _write_shard(out_dir: Path, shard: int, rows: list, k: int, dtype: np.dtype, lengths: list[int]) -> None:
+def _shard_quality(shard_dir: Path) -> dict:
+    """A finished shard's summed alignment figures (counts only; shards from before quality.json count nothing)."""
+    path = shard_dir / "quality.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _sum_figures(figures: list[dict]) -> dict:
+    keys = ("positions", "received", "ends_coincide", "blocks_ends_differ", "cut_short")
+    out = {key: sum(f.get(key, 0) for f in figures) for key in keys}
+    return out if out["positions"] else {"cut_short": out["cut_short"]}
+
+
+def _write_shard(out_dir: Path, shard: int, rows: list, k: int, dtype: np.dtype, lengths: list[int],
+                 figures: list[dict] | None = None) -> None:
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     empty = np.iinfo(dtype).max
     ids = np.full((offsets[-1], k), empty, dtype)
@@ -113,6 +131,7 @@ def _write_shard(out_dir: Path, shard: int, rows: list, k: int, dtype: np.dtype,
     tmp.mkdir()
     for name, arr in (("offsets", offsets), ("ids", ids), ("logprobs", lps), ("ce", ce), ("num_predicted", npred)):
         np.save(tmp / f"{name}.npy", arr)
+    (tmp / "quality.json").write_text(json.dumps(_sum_figures(figures or [])))
     (tmp / "done").write_text("ok")
     final = out_dir / f"shard-{shard:05d}"
     shutil.rmtree(final, ignore_errors=True)

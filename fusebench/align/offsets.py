@@ -1,11 +1,13 @@
-"""Alignment by character offsets: a linear two-pointer sweep, for fast tokenizers that report token spans.
+"""Alignment by where tokens end in the text: a linear two-pointer sweep.
 
-Both tokenizations cover the same text, so each token ends at a character position. The sweep pairs the current
-source and target tokens and then advances the one that ends first (both when they end together), which yields a
-monotone path from (0, 0) to (n-1, m-1) with the same steps DTW uses — in O(n + m) instead of O(n·m).
+Both tokenizations cover the same text, so each token ends at a position of it: its byte end, from the running
+length of the decoded token texts (`fusebench.align.ends`; needs token ids only, so it works on distribution stores
+too, which keep no character offsets). The sweep pairs the current source and target tokens and then advances the
+one that ends first (both when they end together), which yields a monotone path from (0, 0) to (n-1, m-1) with the
+same steps DTW uses — in O(n + m) instead of O(n·m). Every pair of tokens that end at the same byte closes a block
+of this path, so the transfer gives every such target position its source's distribution.
 
-Tokens sharing one end position (the 4 byte-fallback pieces of an emoji all span the same character) are kept
-together: when the ends tie and both sides have more pieces ending there, both advance; when only one side has,
+Tokens sharing one end position (zero-length tokens) are kept together: when the ends tie and both sides have more pieces ending there, both advance; when only one side has,
 it advances alone, so the other side's last piece pairs with the surplus pieces instead of skipping ahead.
 The cost is the summed edit distance of the paired tokens' normalised texts, comparable with `dtw`'s (never lower
 than the optimum).
@@ -16,23 +18,17 @@ from __future__ import annotations
 import numpy as np
 from rapidfuzz.distance import Levenshtein
 
+from fusebench.align.ends import token_ends
 from fusebench.align.tokens import Alignment, Tokenization
 from fusebench.errors import FusebenchError
 
 
 def align_by_offsets(source: Tokenization, target: Tokenization) -> Alignment:
-    """Monotone alignment of two tokenizations of one text from their character spans."""
+    """Monotone alignment of two tokenizations of one text from where their tokens end."""
     for side, tok in (("source", source), ("target", target)):
-        if tok.offsets is None:
-            raise FusebenchError(
-                f"the {side} tokenization has no character offsets, which the 'offsets' aligner needs: only fast "
-                "(Rust `tokenizers`-backed) tokenizers report them, and tokenizations rebuilt from stored ids have "
-                "none. Use the 'dtw' aligner, or load the tokenizer with a tokenizer.json so it is a fast one."
-            )
         if len(tok) == 0:
             raise FusebenchError(f"cannot align an empty {side} token sequence: the text tokenized to no tokens.")
-    src_end = [end for _, end in source.offsets]
-    tgt_end = [end for _, end in target.offsets]
+    src_end, tgt_end = (e.tolist() for e in token_ends(source, target))
     n, m = len(src_end), len(tgt_end)
     pairs = []
     i = j = 0

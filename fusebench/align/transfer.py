@@ -14,12 +14,18 @@ j and j is the last target token paired with i. That covers the cases:
   token, which no source distribution describes, so they fall back (below).
 - m:n blocks (staircases in the DTW path) follow the same rule: only the block's last target position gets one.
 
+A block of a minimum-edit-distance path need not cover the same text on both sides (DTW pairs Llama's `▁pat`, whose
+next token is `ents`, with MPT's `Ġpatents`, whose distribution predicts " to"), so with `source_ends` /
+`target_ends` (where each token ends in the text, `fusebench.align.ends`; the align stage always passes them) a
+block's last pair transfers only when the two tokens also end at the same byte; other positions fall back.
+
 The source's top-k ids go through `vocab_map` (int32, source id -> target id, -1 = no counterpart): unmapped ids are
 dropped, ids that land on the same target id are merged by log-sum-exp, slots are re-sorted by descending log-prob
 and padded with id -1 / log-prob -inf. Log-probs are kept as they are (not renormalised; the fusion loss
 renormalises over the slots).
 
-Fallback: positions with no transferred distribution (inner 1:n positions, or every top-k id unmapped) get a one-hot
+Fallback: positions with no transferred distribution (inner 1:n positions, ends that differ, or every top-k id
+unmapped) get a one-hot
 of the target's *next* token, j+1: what a distribution at j predicts. The target's last position has no next token
 and gets no target at all (all padding; the loss skips it). `fallback="current"` reproduces the reference
 implementation's off-by-one, a one-hot of the *current* token j, for ablations.
@@ -138,6 +144,15 @@ def end_matched_sources(pairs: np.ndarray, n_src: int, n_tgt: int) -> np.ndarray
     return np.where(ends_together, last_src_of_tgt, -1)
 
 
+def keep_coinciding(src_of: np.ndarray, source_ends: np.ndarray, target_ends: np.ndarray) -> np.ndarray:
+    """`src_of` with -1 wherever the source token does not end where the target token does."""
+    got = np.flatnonzero(src_of >= 0)
+    out = np.full_like(src_of, -1)
+    same = source_ends[src_of[got]] == target_ends[got]
+    out[got[same]] = src_of[got[same]]
+    return out
+
+
 def one_hot_fallback(target_ids: np.ndarray, fallback: str) -> np.ndarray:
     """[T] int64: the id each position's one-hot fallback puts its mass on (PAD_ID at the last position for 'next')."""
     if fallback == "next":
@@ -149,7 +164,8 @@ def one_hot_fallback(target_ids: np.ndarray, fallback: str) -> np.ndarray:
 
 def transfer_distributions(source: SequenceDistributions, target_ids: np.ndarray, pairs: np.ndarray,
                            vocab_map: np.ndarray, *, source_text: str, target_text: str,
-                           fallback: str = "next") -> AlignedDistributions:
+                           fallback: str = "next", source_ends: np.ndarray | None = None,
+                           target_ends: np.ndarray | None = None) -> AlignedDistributions:
     """Source distributions -> target positions and ids (semantics in the module docstring)."""
     _check_text(source_text, target_text)
     target_ids = np.asarray(target_ids, dtype=np.int64)
@@ -162,6 +178,11 @@ def transfer_distributions(source: SequenceDistributions, target_ids: np.ndarray
     k = source.topk_ids.shape[1]
 
     src_of = end_matched_sources(pairs, n_src, n_tgt)
+    if source_ends is not None and target_ends is not None:
+        if len(source_ends) != n_src or len(target_ends) != n_tgt:
+            raise FusebenchError(f"token ends cover {len(source_ends)} source and {len(target_ends)} target tokens, "
+                                 f"the sequences {n_src} and {n_tgt}: they come from other tokenizations.")
+        src_of = keep_coinciding(src_of, source_ends, target_ends)
     rows = np.flatnonzero(src_of >= 0)
     mapped = vocab_map[source.topk_ids[src_of[rows]]].astype(np.int64)
     lp = np.where(mapped >= 0, source.topk_logprobs[src_of[rows]], -np.inf)

@@ -14,6 +14,11 @@ of candidates (by convention the target's own first) and return a `FusedTarget`:
   fewer, harder tokens, so its per-token CE looks worse for the same text; total nats / bytes does not have that bias.
   The text is the same for every candidate, so this picks the lowest total nats CE_i x predicted_tokens_i.
 
+The fusion temperature T is applied to each candidate *before* fusing (`soften`: softmax over its slots of
+log-prob / T), as the reference implementation does, and not to the student's logits: for AvgCE the mixture of
+softened candidates differs from a softened mixture at T != 1. `fuse(..., temperature=T)` and the training targets
+(`fusebench.fuse.targets`) do this; the fusion functions themselves see already softened candidates.
+
 Outputs are log-probs over K slots (id -1 / log-prob -inf in empty slots); the fusion loss renormalises over slots.
 """
 
@@ -125,6 +130,17 @@ def get_fusion_function(name: str) -> FusionFn:
         raise FusebenchError(f"unknown fusion function {name!r}; known: {', '.join(FUSION_FUNCTIONS)}.") from None
 
 
-def fuse(name: str, candidates: Sequence[Candidate], num_bytes: int | None = None) -> FusedTarget:
-    """Apply the fusion function `name` to one sequence's candidates."""
-    return get_fusion_function(name)(candidates, num_bytes)
+def soften(candidate: Candidate, temperature: float) -> Candidate:
+    """The candidate's distribution at `temperature`: log-softmax over its slots of log-prob / T (T = 1: unchanged)."""
+    if temperature <= 0:
+        raise FusebenchError(f"the fusion temperature must be > 0; got {temperature}.")
+    if temperature == 1.0:
+        return candidate
+    lp = _renormalise(np.asarray(candidate.logprobs, dtype=np.float64) / temperature).astype(np.float32)
+    return Candidate(candidate.ids, lp, candidate.ce, candidate.num_predicted)
+
+
+def fuse(name: str, candidates: Sequence[Candidate], num_bytes: int | None = None,
+         temperature: float = 1.0) -> FusedTarget:
+    """Apply the fusion function `name` to one sequence's candidates, each softened at `temperature` first."""
+    return get_fusion_function(name)([soften(c, temperature) for c in candidates], num_bytes)

@@ -2,7 +2,8 @@
 
 The candidates of sequence i are the target model's own top-k (from its distribution store; left out for plain KD)
 and each teacher's top-k moved into target space (from the aligned stores); the fusion function (MinCE, AvgCE, ...) turns them into one
-sparse target. A teacher whose tokens were cut short on sequence i (aligned CE = inf) is left out for that sequence.
+sparse target; each candidate is softened at the fusion temperature first (`functions.soften`, as the reference).
+A teacher whose tokens were cut short on sequence i (aligned CE = inf) is left out for that sequence.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import numpy as np
 from fusebench.align.corpus import AlignedStore
 from fusebench.errors import FusebenchError
 from fusebench.extract.store import DistributionStore
-from fusebench.fuse.functions import Candidate, get_fusion_function
+from fusebench.fuse.functions import Candidate, get_fusion_function, soften
 
 
 class FusedTargets:
     def __init__(self, own_stage: Path, aligned_stages: list[Path], function: str, sequences: list[np.ndarray],
-                 num_bytes: list[int] | None = None, include_own: bool = True):
+                 num_bytes: list[int] | None = None, include_own: bool = True, temperature: float = 1.0):
         self.own = DistributionStore.open(Path(own_stage) / "store")
         # an aligned store, or the distribution store of a teacher that shares the target's tokenizer (graph.py)
         self.teachers = [AlignedStore(Path(a) / "store") if _is_aligned(Path(a) / "store")
@@ -28,6 +29,7 @@ class FusedTargets:
         self.sequences = sequences
         self.num_bytes = num_bytes  # UTF-8 bytes of each sequence's text, for per-byte fusion functions
         self.include_own = include_own  # False for plain KD: the teacher alone is the target
+        self.temperature = temperature  # softens each candidate before fusing; the student is not softened
         for store in (self.own, *self.teachers):
             if len(store) != len(sequences):
                 raise FusebenchError(f"a distribution store holds {len(store)} sequences but training has "
@@ -54,7 +56,8 @@ class FusedTargets:
                 present.append(j)
         if not candidates:  # every teacher was cut short on this sequence: fall back to the target's own
             candidates, present = [Candidate.of(own)], [0]
-        fused = self.fuse(candidates, self.num_bytes[i] if self.num_bytes else None)
+        fused = self.fuse([soften(c, self.temperature) for c in candidates],
+                          self.num_bytes[i] if self.num_bytes else None)
         self.chosen[present] += fused.weights
         n = len(seq)
         return fused.ids[:n], fused.logprobs[:n]

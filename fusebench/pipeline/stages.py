@@ -109,7 +109,7 @@ def trained_model(name: str, spec: ModelSpec, chunks_id: str, init_id: str | Non
         import torch
 
         from fusebench.train.data import chunk_text, tokenize_chunks
-        from fusebench.train.loop import TrainSettings, train
+        from fusebench.train.loop import TrainSettings, sum_over_processes, train
 
         torch.manual_seed(spec.train.seed)
         if init_id is not None:
@@ -137,16 +137,18 @@ def trained_model(name: str, spec: ModelSpec, chunks_id: str, init_id: str | Non
 
             targets = FusedTargets(ctx.input(target_store_id), [ctx.input(a) for _, a in teacher_ids],
                                    spec.fusion.function, seqs, [len(chunk_text(t).encode("utf-8")) for t in texts],
-                                   include_own=spec.fusion.include_own)
+                                   include_own=spec.fusion.include_own, temperature=spec.fusion.temperature)
         settings = TrainSettings.from_specs(train_spec, spec.fusion if teacher_ids else None)
         history = train(model, seqs, settings, ctx.out / "_resume", tok.pad_token_id or 0, targets, desc=name,
                         save_dir=ctx.out)
+        # each process counted the choices on its own slice of the batches: sum them (a collective: every rank)
+        chosen = sum_over_processes(targets.chosen) if targets is not None else None
         if int(os.environ.get("RANK", "0")) == 0:  # the main process writes what goes beside the weights
             tok.save_pretrained(ctx.out)
             (ctx.out / "train_log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
             if targets is not None:  # how often MinCE chose each candidate (AvgCE: summed weights), for the report
                 names = ["(own)"] + [t for t, _ in teacher_ids]
-                (ctx.out / "fusion_choices.json").write_text(json.dumps(dict(zip(names, targets.chosen.tolist()))))
+                (ctx.out / "fusion_choices.json").write_text(json.dumps(dict(zip(names, chosen.tolist()))))
     return run
 
 

@@ -50,6 +50,8 @@ class TrainSettings:
     seed: int = 0
     checkpoint_every: int = 50
     lam: float = 1.0
+    # the student's temperature in the fusion term: 1, as in the reference. A recipe's fusion.temperature softens
+    # each teacher candidate before fusing instead (fusebench.fuse.targets), so from_specs leaves this at 1.
     temperature: float = 1.0
 
     @classmethod
@@ -58,7 +60,7 @@ class TrainSettings:
                                                   "min_lr_ratio", "weight_decay", "betas", "clip", "grad_accum",
                                                   "bf16", "seed", "checkpoint_every")}
         if fusion is not None:
-            fields.update(lam=fusion.lam, temperature=fusion.temperature)
+            fields.update(lam=fusion.lam)
         return cls(**fields)
 
 
@@ -209,6 +211,19 @@ def train(model, sequences: list[np.ndarray], settings: TrainSettings, resume_di
     if save_dir is not None and acc.is_main_process:
         model.save_pretrained(save_dir, state_dict=state_dict, safe_serialization=True)
     return history
+
+
+def sum_over_processes(values: np.ndarray) -> np.ndarray:
+    """`values` summed element-wise over every process of the run (unchanged with one process). Every process must
+    call it: per-process tallies such as the fusion choices, each counted on that process's slice of the batches."""
+    from accelerate import PartialState
+    from accelerate.utils import reduce
+
+    state = PartialState()
+    if state.num_processes == 1:
+        return np.asarray(values)
+    summed = reduce(torch.as_tensor(np.asarray(values), dtype=torch.float64, device=state.device), "sum")
+    return summed.cpu().numpy()
 
 
 def step_loss(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,

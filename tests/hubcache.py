@@ -44,6 +44,7 @@ class HubModel:
     max_shard_size: str | None = None
     branch: str = "main"        # the ref that names the snapshot; not "main": reachable only at that revision
     pad_vocab_to: int = 0       # model vocab rounded up to a multiple of this (MPT 50432, Pythia 50304)
+    context: int = 2048         # the real model's context (positions carry no weights at these sizes)
 
     @property
     def commit(self) -> str:
@@ -55,8 +56,9 @@ TOKENIZERS = {"llama2": ("unigram", 700, slice(0, 40)), "openllama": ("unigram",
               "neox": ("bpe", 1000, slice(0, 60))}
 
 MODELS = (
-    HubModel("meta-llama/Llama-2-7b-hf", "llama", "llama2", 0, dtype="float16", max_shard_size="40KB"),
-    HubModel("meta-llama/Llama-2-13b-hf", "llama", "llama2", 1, hidden=48, dtype="float16", max_shard_size="60KB"),
+    HubModel("meta-llama/Llama-2-7b-hf", "llama", "llama2", 0, dtype="float16", max_shard_size="40KB", context=4096),
+    HubModel("meta-llama/Llama-2-13b-hf", "llama", "llama2", 1, hidden=48, dtype="float16", max_shard_size="60KB",
+             context=4096),
     HubModel("openlm-research/open_llama_7b_v2", "llama", "openllama", 2, dtype="float16", weights="bin"),
     HubModel("mosaicml/mpt-7b", "mpt", "neox", 3, dtype="bfloat16", weights="bin", pad_vocab_to=64),
     HubModel("EleutherAI/pythia-1b", "gpt_neox", "neox", 4, dtype="float16", pad_vocab_to=64),
@@ -95,7 +97,7 @@ def _save_model(spec: HubModel, tok_dir: Path, snapshot: Path) -> None:
     vocab = len(tok)
     if spec.pad_vocab_to:
         vocab = -(-vocab // spec.pad_vocab_to) * spec.pad_vocab_to
-    model = build_model(spec.arch, vocab, ModelSize(hidden=spec.hidden, layers=2, heads=4, max_positions=1024),
+    model = build_model(spec.arch, vocab, ModelSize(hidden=spec.hidden, layers=2, heads=4, max_positions=spec.context),
                         tok.bos_token_id, tok.eos_token_id, spec.seed)
     model = model.to(getattr(torch, spec.dtype))
     if spec.weights == "bin":

@@ -80,7 +80,8 @@ def test_models_load_by_hub_id_offline_and_the_revision_only_one_needs_its_revis
     assert type(mpt).__name__ == "MptForCausalLM" and mpt.dtype == torch.bfloat16
     mpt_tok, neox_tok = (AutoTokenizer.from_pretrained(r) for r in ("mosaicml/mpt-7b", "EleutherAI/pythia-1b"))
     assert mpt.config.vocab_size > len(mpt_tok) and mpt_tok.get_vocab() == neox_tok.get_vocab()  # padded, shared
-    l2, ol = (AutoTokenizer.from_pretrained(r) for r in ("meta-llama/Llama-2-7b-hf", "openlm-research/open_llama_7b_v2"))
+    l2, ol = (AutoTokenizer.from_pretrained(r)
+              for r in ("meta-llama/Llama-2-7b-hf", "openlm-research/open_llama_7b_v2"))
     assert l2.tokenize(" return x")[0].startswith("▁") and l2.get_vocab() != ol.get_vocab()
     spec = next(m for m in MODELS if m.branch != "main")
     with pytest.raises(OSError):

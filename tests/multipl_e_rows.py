@@ -66,7 +66,8 @@ PROBLEMS: dict[str, list[tuple[str, str, str, str, str]]] = {
     "ts": [
         ("add", "//Add two numbers x and y\n// >>> add(2, 3)\n// 5\nfunction add(x: number, y: number): number {\n",
          "declare var require: any;\nconst assert = require('node:assert');\n\n\nfunction test() {\n"
-         "  let candidate = add;\n  assert.deepEqual(candidate(0, 1),1);\n  assert.deepEqual(candidate(5, 7),12);\n}\n\n"
+         "  let candidate = add;\n  assert.deepEqual(candidate(0, 1),1);\n"
+         "  assert.deepEqual(candidate(5, 7),12);\n}\n\n"
          "test();",
          "\n  return x + y;\n}\n\nclass Helper {\n",
          "\n  return x - y;\n}\n\nfunction other(): void {}\n"),

@@ -34,7 +34,8 @@ PROBLEMS: dict[str, tuple[str, str, str, str]] = {
     "go": (
         "package max_element_test\n\nimport (\n    \"testing\"\n    \"fmt\"\n)\n\n"
         "// Return the largest element of the list.\nfunc max_element(l []int) int {\n",
-        "    m := l[0]\n    for _, x := range l {\n        if x > m {\n            m = x\n        }\n    }\n    return m\n}\n",
+        "    m := l[0]\n    for _, x := range l {\n        if x > m {\n            m = x\n        }\n    }\n"
+        "    return m\n}\n",
         "    return l[0]\n}\n",
         # MultiPL-E's Go tests start with the test function: the completion closes its own function
         "func TestMax_Element(t *testing.T) {\n  candidate := max_element\n"

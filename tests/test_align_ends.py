@@ -129,3 +129,26 @@ def test_offsets_aligner_works_from_ids_and_covers_every_coinciding_end(llama_an
     q_off, q_dtw = quality(by_offsets, src_end, tgt_end), quality(by_dtw, src_end, tgt_end)
     assert q_off["precision"] == q_dtw["precision"] == 1.0
     assert q_off["coverage"] >= q_dtw["coverage"]
+
+
+def test_windowed_diff_equals_the_whole_string_diff_on_packed_documents(llama_and_mpt):
+    """Packed chunks hold each model's own EOS between documents, so the two texts differ at every boundary: the
+    windowed diff must keep exactly the blocks a whole-string edit script keeps, or hand over to it."""
+    from fusebench.align import ends
+
+    llama, mpt = llama_and_mpt
+    docs = [text[:1500] for text in _texts().values()] + [" Héllo 🦙 wörld,\n\tdone 日本語 ﬁne"]
+    ids = {tok: [i for d in docs for i in tok(d, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]]
+           for tok in (llama, mpt)}
+    for a, b in ((llama, mpt), (mpt, llama)):
+        _, sa = ends.byte_ends(tokenization_from_ids(a, ids[a]))
+        _, sb = ends.byte_ends(tokenization_from_ids(b, ids[b]))
+        assert sa != sb
+        assert ends._local_equal_blocks(sa, sb) == ends._equal_blocks(sa, sb)
+    # a difference longer than the window is left to the whole-string diff
+    long_a, long_b = b"same start " + b"x" * 200 + b" same end", b"same start " + b"y" * 150 + b" same end"
+    assert ends._local_equal_blocks(long_a, long_b) is None
+    source = Tokenization(["same", " start", " " + "x" * 200, " same", " end"], convention="plain")
+    target = Tokenization(["same", " start", " " + "y" * 150, " same", " end"], convention="plain")
+    src_end, tgt_end = token_ends(source, target)
+    assert src_end.tolist() == tgt_end.tolist()  # the differing tokens still end at the same place: before " same"

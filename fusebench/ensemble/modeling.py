@@ -69,6 +69,8 @@ class EnsembleConfig(PretrainedConfig):
 class EnsembleCache:
     """One key/value cache per member, carried through `generate()` as the ensemble's cache."""
 
+    is_croppable = False  # generate() (5.24, on MPS) asks before deferring its stop check; members' caches differ
+
     def __init__(self, member_caches: list):
         self.member_caches = member_caches
 

@@ -17,6 +17,7 @@ out for it (counted and logged, never guessed).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from fusebench.align import parallel
 from fusebench.align.transfer import AlignedDistributions
 from fusebench.errors import FusebenchError
 from fusebench.extract.store import DistributionStore, id_dtype
@@ -53,9 +55,11 @@ def _cover_model_vocab(src_to_tgt: np.ndarray, model_vocab: int) -> np.ndarray:
 
 
 def align_stores(*, aligner: str, fallback: str, source_store: Path, target_store: Path, vocab_map: Path,
-                 source_tokenizer, target_tokenizer, out_dir: Path) -> Path:
-    from fusebench.align import VocabMap, get_aligner, tokenization_from_ids
-    from fusebench.align.document import align_document
+                 source_tokenizer, target_tokenizer, out_dir: Path, workers: int | None = None) -> Path:
+    """Align every sequence of the stores. Under a multi-process launch each rank aligns every W-th missing shard,
+    and within a rank the documents go to `workers` local processes (default: `parallel.default_workers`); the
+    store written is the same whatever the split (one pure function per document)."""
+    from fusebench.align import VocabMap, get_aligner
     from fusebench.align.ends import merge_quality
 
     get_aligner(aligner)  # an unknown name fails before any work
@@ -68,23 +72,19 @@ def align_stores(*, aligner: str, fallback: str, source_store: Path, target_stor
     src_to_tgt = _cover_model_vocab(vmap.src_to_tgt, src.vocab_size)
     out_dir.mkdir(parents=True, exist_ok=True)
     num_shards = (len(tgt) + SHARD - 1) // SHARD
-    for shard in tqdm(range(num_shards), desc=f"align ({aligner})", unit="shard"):
-        final = out_dir / f"shard-{shard:05d}"
-        if (final / "done").exists():
-            continue
-        rows: list[AlignedDistributions | None] = []
-        lengths: list[int] = []
-        figures: list[dict] = []
-        for i in range(shard * SHARD, min(len(tgt), (shard + 1) * SHARD)):
-            s, t = src.sequence(i), tgt.sequence(i)
-            lengths.append(len(t.input_ids))
-            doc = align_document(s, tokenization_from_ids(source_tokenizer, s.input_ids),
-                                 tokenization_from_ids(target_tokenizer, t.input_ids), src_to_tgt, aligner=aligner,
-                                 fallback=fallback, source_text=_text(source_tokenizer, s.input_ids),
-                                 target_text=_text(target_tokenizer, t.input_ids))
-            rows.append(doc.aligned)  # None: the source was cut short here and is left out of this sequence
-            figures.append(doc.quality or {"cut_short": 1})
-        _write_shard(out_dir, shard, rows, src.top_k, id_dtype(tgt.vocab_size + 1), lengths, figures)
+    pending = [k for k in range(num_shards) if not (out_dir / f"shard-{k:05d}" / "done").exists()]
+    parallel.barrier()  # every rank has listed the missing shards before any is written: all split them alike
+    mine = parallel.rank_share(pending)
+    job = functools.partial(_align_one, src, tgt, source_tokenizer, target_tokenizer, src_to_tgt, aligner, fallback)
+    docs = [i for k in mine for i in range(k * SHARD, min(len(tgt), (k + 1) * SHARD))]
+    results = parallel.ordered_map(job, docs, workers or parallel.default_workers())
+    for shard in tqdm(mine, desc=f"align ({aligner})", unit="shard", disable=parallel.world()[0] != 0):
+        got = [next(results) for _ in range(min(len(tgt), (shard + 1) * SHARD) - shard * SHARD)]
+        _write_shard(out_dir, shard, [g[1] for g in got], src.top_k, id_dtype(tgt.vocab_size + 1),
+                     [g[0] for g in got], [g[2] for g in got])
+    parallel.barrier()  # every rank's shards are written
+    if parallel.world()[0] != 0:
+        return out_dir
     per_shard = [_shard_quality(out_dir / f"shard-{k:05d}") for k in range(num_shards)]
     invalid = sum(q.get("cut_short", 0) for q in per_shard)
     quality = merge_quality([q for q in per_shard if "positions" in q])
@@ -97,6 +97,20 @@ def align_stores(*, aligner: str, fallback: str, source_store: Path, target_stor
         log.warning("align: %d of %d sequences were cut short by the source's maximum length; the source is left "
                     "out of their fusion", invalid, len(tgt))
     return out_dir
+
+
+def _align_one(src, tgt, source_tokenizer, target_tokenizer, src_to_tgt, aligner: str, fallback: str, i: int):
+    """Document i: (target length, aligned distributions or None when the source was cut short, figures). Pure:
+    reads the stores and returns, so any split over processes gives the same store."""
+    from fusebench.align import tokenization_from_ids
+    from fusebench.align.document import align_document
+
+    s, t = src.sequence(i), tgt.sequence(i)
+    doc = align_document(s, tokenization_from_ids(source_tokenizer, s.input_ids),
+                         tokenization_from_ids(target_tokenizer, t.input_ids), src_to_tgt, aligner=aligner,
+                         fallback=fallback, source_text=_text(source_tokenizer, s.input_ids),
+                         target_text=_text(target_tokenizer, t.input_ids))
+    return len(t.input_ids), doc.aligned, doc.quality or {"cut_short": 1}
 
 
 def _shard_quality(shard_dir: Path) -> dict:

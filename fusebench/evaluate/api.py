@@ -17,7 +17,7 @@ from pathlib import Path
 from fusebench.errors import FusebenchError
 from fusebench.evaluate.manifest import Score, build_manifest, weights_sha256, write_json
 from fusebench.evaluate.runner import build_lm, run_plan
-from fusebench.evaluate.suites import SUITES, SuiteContext, parse_suites, plan_suite
+from fusebench.evaluate.suites import SUITES, SuiteContext, parse_suites, plan_suite, task_datasets
 
 
 @dataclass
@@ -122,6 +122,9 @@ def evaluate_model(model: str | Path, suites: list[str] | str, *, name: str | No
         manifest = build_manifest(suite=suite, model=model, model_name=model_name, weights_hash=weights_hash,
                                   run_id=run_id, plan=plan, results=results, scores=scores, handle=handle,
                                   limit=limit, seed=seed, online=online)
+        datasets = task_datasets(plan)
+        for benchmark, task in plan.tasks.items():  # the hub dataset read (None: a packaged file, under "data")
+            manifest["tasks"][benchmark]["dataset"] = datasets.get(task)
         cut = getattr(handle.lm, "fusebench_prompts_cut", {})
         manifest["prompts_cut"] = {t: cut[t] for t in plan.tasks.values() if t in cut}  # empty: nothing was cut
         manifest_path = write_json(manifest, target / f"{suite}.manifest.json")

@@ -79,13 +79,21 @@ def guard_generation(lm, model: str, truncate: bool = False) -> None:
       `truncate` (recipe `evaluate.truncate_long_prompts`) asks for lm-eval's cut: then each cut prompt is counted
       per task in `lm.fusebench_prompts_cut`, which the manifest records, and a warning is printed.
     """
-    generate = lm.generate_until
+    generate, score = lm.generate_until, lm.loglikelihood
     lm.fusebench_prompts_cut = {}
 
     def generate_until(requests, disable_tqdm: bool = False):
         return generate([_fit(lm, request, model, truncate) for request in requests], disable_tqdm=disable_tqdm)
 
-    lm.generate_until = generate_until
+    def loglikelihood(requests, disable_tqdm: bool = False):
+        for request in requests:  # lm-eval scores the last max_length + 1 tokens of context + continuation
+            context, continuation = request.args
+            if context:
+                n = sum(len(part) for part in lm._encode_pair(context, continuation))
+                _check(lm, request, model, truncate, n, n - lm.max_length - 1, "context and continuation")
+        return score(requests, disable_tqdm=disable_tqdm)
+
+    lm.generate_until, lm.loglikelihood = generate_until, loglikelihood
 
 
 def _fit(lm, request, model: str, truncate: bool):
@@ -95,26 +103,32 @@ def _fit(lm, request, model: str, truncate: bool):
     if "max_length" in kwargs:
         kwargs["max_gen_toks"] = max(1, int(kwargs.pop("max_length")) - n_prompt)
     new = int(kwargs.get("max_gen_toks", lm.max_gen_toks))
-    if n_prompt + new > lm.max_length and truncate:
-        cut = lm.fusebench_prompts_cut
-        if request.task_name not in cut:
-            print(f"[fusebench eval] warning: {request.task_name}: prompts longer than {lm.max_length - new} tokens "
-                  "are cut at the start (evaluate.truncate_long_prompts); counted in the manifest",
-                  file=sys.stderr, flush=True)
-        cut[request.task_name] = cut.get(request.task_name, 0) + 1
-    elif n_prompt + new > lm.max_length:
-        raise FusebenchError(
-            f"task {request.task_name} (document {request.doc_id}): the prompt is {n_prompt} tokens and up to {new} "
-            f"new tokens are asked for, {n_prompt + new} in all, but {model} is evaluated with a context of "
-            f"{lm.max_length} tokens, so lm-eval would silently cut the first {n_prompt + new - lm.max_length} "
-            "tokens of the prompt. Fix: raise the context (recipe `evaluate.max_length`, `--max_length`; it "
-            "defaults to the model's own max_position_embeddings and cannot exceed it), or generate fewer tokens "
-            "(`--gen_kwargs max_gen_toks=N`), or leave this task out for a model this short, or accept lm-eval's "
-            "cut explicitly (recipe `evaluate.truncate_long_prompts: true`, `--truncate_long_prompts`; the manifest "
-            "then counts the cut prompts).")
+    _check(lm, request, model, truncate, n_prompt, n_prompt + new - lm.max_length,
+           f"prompt and up to {new} new tokens")
     if kwargs == gen_kwargs:
         return request
     return dataclasses.replace(request, arguments=(context, kwargs))
+
+
+def _check(lm, request, model: str, truncate: bool, n_prompt: int, overflow: int, what: str) -> None:
+    """Refuse (or, when `truncate`, count) a request whose first `overflow` prompt tokens lm-eval would drop."""
+    if overflow <= 0:
+        return
+    if not truncate:
+        raise FusebenchError(
+            f"task {request.task_name} (document {request.doc_id}): the prompt is {n_prompt} tokens, and the "
+            f"{what} need {overflow} more than the context of {lm.max_length} tokens {model} is evaluated with, so "
+            f"lm-eval would silently cut the first {overflow} tokens of the prompt. Fix: raise the context (recipe "
+            "`evaluate.max_length`, `--max_length`; it defaults to the model's own max_position_embeddings and "
+            "cannot exceed it), or generate fewer tokens (`--gen_kwargs max_gen_toks=N`), or leave this task out "
+            "for a model this short, or accept lm-eval's cut explicitly (recipe `evaluate.truncate_long_prompts: "
+            "true`, `--truncate_long_prompts`; the manifest then counts the cut prompts).")
+    cut = lm.fusebench_prompts_cut
+    if request.task_name not in cut:
+        print(f"[fusebench eval] warning: {request.task_name}: prompts that do not fit {lm.max_length} tokens are "
+              "cut at the start (evaluate.truncate_long_prompts); counted in the manifest", file=sys.stderr,
+              flush=True)
+    cut[request.task_name] = cut.get(request.task_name, 0) + 1
 
 
 def run_plan(handle: ModelHandle, plan: TaskPlan, *, limit: int | None, cache_path: Path | None, seed: int,

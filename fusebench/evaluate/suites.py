@@ -283,15 +283,21 @@ def plan_suite(name: str, ctx: SuiteContext, only: tuple[str, ...] | None = None
     return plan
 
 
-def hub_datasets(plan: TaskPlan) -> list[str]:
-    """The hub datasets (`dataset_path`) the plan's tasks read, from their YAMLs as lm-eval resolves them."""
+def task_datasets(plan: TaskPlan) -> dict[str, str]:
+    """lm-eval task -> the hub dataset (`dataset_path`, ORG/NAME) it reads, from its YAML as lm-eval resolves it;
+    tasks over packaged files (json, arrow) are left out."""
     from lm_eval.tasks import TaskManager
     from lm_eval.tasks._yaml_loader import load_yaml
 
     manager = TaskManager(include_path=[str(p) for p in plan.include_paths], include_defaults=False)
-    paths = {load_yaml(manager.task_index[t].yaml_path, resolve_func=False).get("dataset_path")
+    paths = {t: load_yaml(manager.task_index[t].yaml_path, resolve_func=False).get("dataset_path")
              for t in plan.tasks.values() if t in manager.task_index}
-    return sorted(p for p in paths if p and "/" in p)
+    return {t: p for t, p in paths.items() if p and "/" in p}
+
+
+def hub_datasets(plan: TaskPlan) -> list[str]:
+    """The hub datasets the plan's tasks read."""
+    return sorted(set(task_datasets(plan).values()))
 
 
 def _cached(dataset: str) -> bool:

@@ -126,10 +126,10 @@ def test_a_long_context_model_runs_bbh_with_256_new_tokens(tmp_path, bpe_tokeniz
 def test_truncation_is_cut_only_when_asked_and_then_counted(tmp_path, tiny_neox_dir):
     from fusebench.evaluate.api import evaluate_model
 
-    result = evaluate_model(tiny_neox_dir, ["bbh:web_of_lies"], limit=2, workdir=tmp_path, results_dir=tmp_path / "r",
+    result = evaluate_model(tiny_neox_dir, ["bbh:web_of_lies"], limit=1, workdir=tmp_path, results_dir=tmp_path / "r",
                             truncate_long_prompts=True, device="cpu")
     manifest = json.loads(result.suites[0].manifest_path.read_text())
-    assert manifest["prompts_cut"] == {"bbh_cot_fewshot_web_of_lies_offline": 2}
+    assert manifest["prompts_cut"] == {"bbh_cot_fewshot_web_of_lies_offline": 1}
 
 
 def test_a_hub_sourced_suite_reads_the_hub_datasets(tmp_path, tiny_neox_dir, monkeypatch):

@@ -58,6 +58,12 @@ def size_overrides() -> list[str]:
     return out + ["evaluate.limit=1", "evaluate.batch_size=2"]
 
 
+def _failure(what: str, proc: subprocess.CompletedProcess) -> str:
+    """fusebench's own error paragraph (exit code 2) first, then the end of stderr."""
+    errors = [line for line in proc.stderr.splitlines() if "fusebench run: error" in line or "Error:" in line]
+    return f"{what} failed (exit {proc.returncode}):\n" + "\n".join(errors[:4]) + "\n...\n" + proc.stderr[-3000:]
+
+
 def _env(hf_home: Path) -> dict[str, str]:
     return {**os.environ, **hub_env(hf_home), "OMP_NUM_THREADS": "1"}
 
@@ -95,7 +101,7 @@ def step_inputs(hf_home, tmp_path_factory) -> tuple[Path, Path]:
 def _steps_run(config: str | None, inputs, out: Path, env: dict) -> list[dict]:
     steps_batch = [str(STEPS), str(2 * BATCH), str(ACCUM)]  # 2 sequences per process per micro-step on 2 processes
     proc = _launch(config, [str(STEPS_WORKER), str(inputs[0]), str(inputs[1]), str(out), *steps_batch], env, 900)
-    assert proc.returncode == 0, f"{config or 'single process'} failed:\n{proc.stderr[-4000:]}"
+    assert proc.returncode == 0, _failure(config or "single process", proc)
     return [json.loads(p.read_text()) for p in sorted(out.glob("rank*.json"))]
 
 
@@ -171,6 +177,7 @@ def _check_training(workdir: Path) -> dict[str, list[dict]]:
         settings = TrainSettings.from_specs(spec, recipe.models[name].fusion)
         assert [r["step"] for r in rows] == list(range(STEPS)), name
         assert all(math.isfinite(r["loss"]) for r in rows), name  # fp16 checkpoints train in fp32 master weights
+        assert [(r["optimizer_steps"], r["scheduler_steps"]) for r in rows] == [(s + 1, s + 1) for s in range(STEPS)]
         expected = [spec.lr * lr_lambda(settings)(s + 1) for s in range(STEPS)]
         assert [r["lr"] for r in rows] == pytest.approx(expected, rel=1e-9, abs=1e-15), name
     assert (next((workdir / "cache" / "model").glob("fusellm-*/fusion_choices.json"))).is_file()
@@ -183,7 +190,7 @@ def _check_training(workdir: Path) -> dict[str, list[dict]]:
 def ddp_rehearsal(hf_home, tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("paper_ddp") / "work"
     proc = _run_paper("ddp", workdir, hf_home)
-    assert proc.returncode == 0, f"fusebench run recipes/paper.yaml under DDP failed:\n{proc.stderr[-6000:]}"
+    assert proc.returncode == 0, _failure("fusebench run recipes/paper.yaml under DDP", proc)
     return workdir
 
 
@@ -191,38 +198,44 @@ def test_paper_recipe_trains_every_model_under_ddp(ddp_rehearsal):
     _check_training(ddp_rehearsal)
 
 
+# the hub dataset of every task of each suite, as lm-eval's (and fusebench's MultiPL-E) YAMLs name them
+SUITE_DATASETS = {"bbh": {"SaylorTwift/bbh"}, "multipl-e": {"nuprl/MultiPL-E"},
+                  "commonsense": {"allenai/ai2_arc", "aps/super_glue", "Rowan/hellaswag", "allenai/openbookqa"}}
+SUITE_SIZES = {"bbh": 27, "commonsense": 5, "multipl-e": 10}
+
+
 def test_paper_recipe_evaluates_every_model_on_every_suite_from_the_hub_datasets(ddp_rehearsal):
     from fusebench.pipeline.recipe import load_recipe
 
     recipe = load_recipe(ROOT / "recipes" / "paper.yaml", size_overrides())
-    results = ddp_rehearsal / "results"
+    assert recipe.evaluate.data_for("bbh") == "hub"  # the recipe's own choice, not overridden here
     for model in recipe.evaluate.models:
         for suite in recipe.evaluate.suites:
-            found = list(results.glob(f"*/{model}/{suite}.json"))
-            assert found, f"no {suite} results for {model} under {results}"
-            manifest = json.loads(found[0].with_suffix(".manifest.json").read_text())
-            text = json.dumps(manifest)
-            hub_ids = {"bbh": "SaylorTwift/bbh", "commonsense": "allenai/ai2_arc", "multipl-e": "nuprl/MultiPL-E"}
-            assert hub_ids[suite] in text, f"{model}/{suite}: the manifest does not name the hub dataset"
-    assert any((ddp_rehearsal / "reports").rglob("*.md")), "no report rendered"
+            [found] = list((ddp_rehearsal / "results").glob(f"*/{model}/{suite}.json"))
+            manifest = json.loads(found.with_suffix(".manifest.json").read_text())
+            assert manifest["data_source"].startswith("hub"), (model, suite)
+            tasks = manifest["tasks"]
+            assert len(tasks) == SUITE_SIZES[suite], (model, suite, sorted(tasks))
+            assert {t["dataset"] for t in tasks.values()} == SUITE_DATASETS[suite], (model, suite)
+            assert all(t["n_docs"] == 1 for t in tasks.values()), (model, suite)  # evaluate.limit
+            scored = {s["task"] for s in manifest["scores"] if s["value"] is not None}
+            assert set(tasks) <= scored, (model, suite, set(tasks) - scored)  # (+ the suite average)
+    assert (ddp_rehearsal / "reports" / "index.md").is_file(), "no report rendered"
 
 
-def test_paper_recipe_trains_under_the_fsdp_config_as_under_ddp(ddp_rehearsal, hf_home, tmp_path):
+def test_paper_recipe_trains_under_the_fsdp_config(hf_home, tmp_path):
     """The training half of the graph (extraction, alignment, CLM / FuseLLM / KD training) under fsdp.yaml, from
-    an empty workdir: the same steps, schedules and losses as under DDP (on CPU accelerate runs it as DDP)."""
+    an empty workdir (on CPU accelerate runs it as DDP; the step test above pins that). Kept apart from the DDP
+    run so that an evaluation failure there does not hide what training does here."""
     proc = _run_paper("fsdp", tmp_path / "work", hf_home, only="model:")
-    assert proc.returncode == 0, f"fusebench run recipes/paper.yaml under FSDP failed:\n{proc.stderr[-6000:]}"
-    fsdp, ddp = _check_training(tmp_path / "work"), _train_logs(ddp_rehearsal)
-    for name in TRAINED:
-        assert [r["loss"] for r in fsdp[name]] == pytest.approx([r["loss"] for r in ddp[name]], rel=1e-4), name
+    assert proc.returncode == 0, _failure("fusebench run recipes/paper.yaml under FSDP", proc)
+    _check_training(tmp_path / "work")
 
 
 @pytest.mark.skipif(not HAS_DEEPSPEED, reason="deepspeed is not installed")
-def test_paper_recipe_trains_under_the_deepspeed_config(ddp_rehearsal, hf_home, tmp_path):
-    """All three trainings of the recipe in one `fusebench run` under deepspeed_zero2.yaml: the same steps,
-    schedules and losses as under DDP."""
+def test_paper_recipe_trains_under_the_deepspeed_config(hf_home, tmp_path):
+    """All three trainings of the recipe in one `fusebench run` (one process trains clm, fusellm and kd in turn)
+    under deepspeed_zero2.yaml: each takes the recipe's steps, one optimizer and scheduler step per step."""
     proc = _run_paper("deepspeed_zero2", tmp_path / "work", hf_home, only="model:")
-    assert proc.returncode == 0, f"fusebench run recipes/paper.yaml under DeepSpeed failed:\n{proc.stderr[-6000:]}"
-    ds, ddp = _check_training(tmp_path / "work"), _train_logs(ddp_rehearsal)
-    for name in TRAINED:
-        assert [r["loss"] for r in ds[name]] == pytest.approx([r["loss"] for r in ddp[name]], rel=1e-4), name
+    assert proc.returncode == 0, _failure("fusebench run recipes/paper.yaml under DeepSpeed", proc)
+    _check_training(tmp_path / "work")

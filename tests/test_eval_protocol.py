@@ -65,6 +65,16 @@ def test_recipes_choose_their_data_source_backend_and_context():
         load_recipe(REPO / "recipes" / "smoke.yaml", ["evaluate.max_length={targte: 64}"])
 
 
+def test_truncation_is_chosen_per_model_and_paper_yaml_keeps_llama2_strict():
+    paper = load_recipe(REPO / "recipes" / "paper.yaml").evaluate
+    # OpenLLaMA / MPT have 2048 positions (BBH geometric_shapes cannot fit); the Llama-2 models stay strict
+    assert [paper.truncate_for(m) for m in ("openllama", "mpt", "target", "fusellm", "kd")] == [True, True] + [False] * 3
+    spec = load_recipe(REPO / "recipes" / "smoke.yaml", ["evaluate.truncate_long_prompts=true"]).evaluate
+    assert spec.truncate_for("target") and spec.truncate_for("clm")
+    with pytest.raises(FusebenchError, match="evaluate.truncate_long_prompts: unknown model 'targte'"):
+        load_recipe(REPO / "recipes" / "smoke.yaml", ["evaluate.truncate_long_prompts={targte: true}"])
+
+
 def _eval_stage(tmp_path, model_dir, *overrides, suite: str = "lambada"):
     from fusebench.pipeline.graph import build_stages
     from fusebench.pipeline.runner import StageContext

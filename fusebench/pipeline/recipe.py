@@ -189,8 +189,9 @@ class EvaluateSpec(Strict):
     backend: Backend | dict[str, Backend] = "hf"    # lm-eval backend, for every suite or {suite: backend}
     # context in tokens, for every model or {model: n}; default (and for models not named): the model's own maximum
     max_length: int | dict[str, int] | None = None
-    # a prompt longer than the context allows fails the run; true: lm-eval cuts its start (counted in the manifest)
-    truncate_long_prompts: bool = False
+    # a prompt longer than the context allows fails the run; true: lm-eval cuts its start (counted in the manifest);
+    # for every model or {model: bool} (models not named: false)
+    truncate_long_prompts: bool | dict[str, bool] = False
 
     def data_for(self, suite: str) -> str:
         return self.data.get(suite, "packaged") if isinstance(self.data, dict) else self.data
@@ -200,6 +201,10 @@ class EvaluateSpec(Strict):
 
     def max_length_for(self, model: str) -> int | None:
         return self.max_length.get(model) if isinstance(self.max_length, dict) else self.max_length
+
+    def truncate_for(self, model: str) -> bool:
+        t = self.truncate_long_prompts
+        return t.get(model, False) if isinstance(t, dict) else t
 
     @model_validator(mode="after")
     def _per_suite_keys(self):
@@ -255,8 +260,10 @@ class Recipe(Strict):
         if self.evaluate:
             for n in self.evaluate.models or []:
                 check("model", n, self.models, "evaluate.models")
-            for n in self.evaluate.max_length if isinstance(self.evaluate.max_length, dict) else []:
-                check("model", n, self.models, "evaluate.max_length")
+            for key in ("max_length", "truncate_long_prompts"):
+                value = getattr(self.evaluate, key)
+                for n in value if isinstance(value, dict) else []:
+                    check("model", n, self.models, f"evaluate.{key}")
             for c in self.evaluate.perplexity_corpora:
                 check("corpus", c, self.corpora, "evaluate.perplexity_corpora")
         return self

@@ -231,5 +231,5 @@ def evaluate(model_name: str, model_id: str, suite: str, spec: EvaluateSpec, cor
                        workdir=ctx.workdir / "eval", results_dir=ctx.out, run_id=run_name,
                        corpora={c: ctx.input(sid) for c, sid in corpus_ids.items()}, batch_size=spec.batch_size,
                        online=spec.data_for(suite) == "hub", backend=spec.backend_for(suite),
-                       max_length=spec.max_length_for(model_name), truncate_long_prompts=spec.truncate_long_prompts)
+                       max_length=spec.max_length_for(model_name), truncate_long_prompts=spec.truncate_for(model_name))
     return run

@@ -10,6 +10,7 @@ def test_bench_quick_reports_every_figure_with_equal_dtw_cost_and_a_compact_stor
         assert isinstance(results[key], float) and results[key] > 0, key
         assert results["targets"][key]["value"] == results[key]
     assert results["dtw_equal_cost"] is True
+    assert results["align_2proc_identical"] is True  # the align stage writes the same store on 2 processes as on 1
     assert results["store_bytes_per_token_per_model"] <= 40.0  # a size, exact by construction of the format
     # alignment quality on real MPT -> Llama-2 prose and code, checked against the tokenizers' character offsets
     for kind in ("prose", "code"):

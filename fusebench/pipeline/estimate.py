@@ -58,11 +58,12 @@ def _count_config_params(config) -> float:
     return float(sum(p.numel() for p in model.parameters()))
 
 
-def _pretrained_size(location: str, trust_remote_code: bool) -> ModelSize:
+def _pretrained_size(location: str, trust_remote_code: bool, revision: str | None = None) -> ModelSize:
     from transformers import AutoConfig
 
     try:  # local_files_only: a local directory or the HF cache, never the network
-        config = AutoConfig.from_pretrained(location, local_files_only=True, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(location, revision=revision, local_files_only=True,
+                                            trust_remote_code=trust_remote_code)
         return ModelSize(_count_config_params(config), "from its config")
     except Exception as err:  # noqa: BLE001 - any failure means "not available offline"; say so and fall back
         reason = type(err).__name__
@@ -85,7 +86,7 @@ class Sizer:
 
     def _size(self, m: ModelSpec) -> ModelSize:
         if m.path:
-            return _pretrained_size(m.path, m.trust_remote_code)
+            return _pretrained_size(m.path, m.trust_remote_code, m.revision)
         if m.gguf:
             known = KNOWN_PARAMS.get(m.gguf)
             return ModelSize(known, "stated size" if known else "GGUF not read by plan; size unknown")

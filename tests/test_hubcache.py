@@ -93,8 +93,8 @@ def test_models_load_by_hub_id_offline_and_the_revision_only_one_needs_its_revis
 
 def test_a_fresh_process_with_hf_home_reads_models_and_streams_datasets(hf_home):
     """What `fusebench run` sees: only environment variables point it at the cache."""
-    code = ("from transformers import AutoConfig; from datasets import load_dataset; "
-            "print(AutoConfig.from_pretrained('openlm-research/open_llama_7b_v2').model_type); "
+    code = ("import json; from huggingface_hub import hf_hub_download; from datasets import load_dataset; "
+            "print(json.load(open(hf_hub_download('openlm-research/open_llama_7b_v2', 'config.json')))['model_type']); "
             "s = load_dataset('JeanKaddour/minipile', split='train', streaming=True); print(sum(1 for _ in s))")
     env = {**os.environ, **hub_env(hf_home)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)

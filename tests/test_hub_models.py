@@ -162,3 +162,17 @@ def test_evaluation_merge_and_ensemble_load_hub_ids(tmp_path, offline_hub):
     for name in ("ens", "merged"):
         out = load_causal_lm(done[f"model:{name}"], device="cpu")
         assert torch.isfinite(out(input_ids=torch.tensor([[1, 2, 3]])).logits).all()
+
+
+def test_remote_code_is_trusted_only_where_the_recipe_names_it(tmp_path, offline_hub):
+    from fusebench.pipeline.artifacts import Model
+
+    recipe = _recipe(tmp_path, {"plain": {"path": "meta-llama/Llama-2-7b-hf"},
+                                "trusted": {"path": "EleutherAI/pythia-1b", "trust_remote_code": True},
+                                "converted": {"path": "openlm-research/open_llama_7b_v2"},
+                                "converted_trusted": {"path": "openlm-research/open_llama_7b_v2",
+                                                      "trust_remote_code": True}})
+    runner = Runner(build_stages(recipe), tmp_path / "w")
+    done = runner.run()
+    flags = {n: Model(done[f"model:{n}"]).trust_remote_code for n in recipe.models}
+    assert flags == {"plain": False, "trusted": True, "converted": False, "converted_trusted": True}

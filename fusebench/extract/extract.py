@@ -72,7 +72,7 @@ def corpus_fingerprint(token_sequences: list[list[int]]) -> str:
 # ---------------------------------------------------------------------------------------------------- Hugging Face
 
 
-def load_model(model_dir: str | Path, device=None, dtype=None):
+def load_model(model_dir: str | Path, device=None, dtype=None, trust_remote_code: bool = False):
     """A safetensors causal LM on `device` (default: cuda if available, else cpu) in `dtype` (default: bf16 on
     GPU, fp32 on CPU), in eval mode."""
     import torch
@@ -81,7 +81,7 @@ def load_model(model_dir: str | Path, device=None, dtype=None):
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir), trust_remote_code=False, dtype=dtype,
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code, dtype=dtype,
                                                      use_safetensors=True)
     except (OSError, ValueError) as err:
         raise FusebenchError(f"cannot load the model in {model_dir} ({err}). Extraction needs a Hugging Face model "
@@ -223,7 +223,8 @@ def run_shards(compute: ComputeFn, token_sequences: list[list[int]], writer: Sto
 
 def extract_distributions(model_dir: str | Path, token_sequences: list[list[int]], out_dir: str | Path,
                           top_k: int = 10, batch_size: int = 8, device=None, dtype=None, shard_size: int = 256,
-                          backend: str = "hf", progress: bool = True) -> DistributionStore:
+                          backend: str = "hf", progress: bool = True,
+                          trust_remote_code: bool = False) -> DistributionStore:
     """Extract `model_dir`'s top-k next-token distributions for every token of `token_sequences` into `out_dir`.
 
     Resumable: finished shards are kept and skipped. A finished store with the same model, tokenizer, corpus and k
@@ -250,7 +251,8 @@ def extract_distributions(model_dir: str | Path, token_sequences: list[list[int]
     mine = list(range(state.process_index, num_shards, state.num_processes))
     if any(not writer.has_shard(s) for s in mine):
         if backend == "hf":
-            model = load_model(model_dir, device or (state.device if state.device.type != "cpu" else None), dtype)
+            model = load_model(model_dir, device or (state.device if state.device.type != "cpu" else None), dtype,
+                               trust_remote_code=trust_remote_code)
             compute = hf_compute(model, top_k, batch_size)
         else:
             compute = vllm_compute(model_dir, top_k, dtype)

@@ -42,8 +42,10 @@ class Model:
     @property
     def trust_remote_code(self) -> bool:
         """Only a pretrained model whose recipe entry says so runs code from its repository."""
-        pointer = self.path / "pointer.json"
-        return bool(json.loads(pointer.read_text()).get("trust_remote_code")) if pointer.exists() else False
+        for record in ("pointer.json", "converted_from.json"):  # a pointer, or a .bin model converted here
+            if (self.path / record).exists():
+                return bool(json.loads((self.path / record).read_text()).get("trust_remote_code"))
+        return False
 
     def tokenizer(self):
         from fusebench.models.tokenizers import load_tokenizer

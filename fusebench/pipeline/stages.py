@@ -163,12 +163,12 @@ def extract(model_id: str, chunks_id: str, top_k: int, batch_size: int, seq_len:
         tok = model.tokenizer()
         # sources may tokenize a chunk more finely than the target: give them room (4x), up to what the model can
         # read; a source still cut short is left out of that sequence's fusion by the align stage
-        config = AutoConfig.from_pretrained(model.location)
+        config = AutoConfig.from_pretrained(model.location, trust_remote_code=model.trust_remote_code)
         limit = next((getattr(config, k) for k in ("max_position_embeddings", "max_seq_len", "n_positions")
                       if getattr(config, k, None)), 4 * seq_len)
         seqs = tokenize_chunks(tok, Chunks(ctx.input(chunks_id)).texts(), min(4 * seq_len, limit))
         extract_distributions(model.location, [s.tolist() for s in seqs], ctx.out / "store", top_k=top_k,
-                              batch_size=batch_size, shard_size=256)
+                              batch_size=batch_size, shard_size=256, trust_remote_code=model.trust_remote_code)
     return run
 
 

@@ -152,3 +152,14 @@ def test_empty_board_and_add_without_model_are_user_errors(tmp_path, capsys):
 def test_store_still_reads_runs_written_by_add_run(tmp_path):
     ResultsStore(tmp_path).add_run("r", [Evaluation("m", "s", {"results": {"t": {"acc,none": 0.5}}})])
     assert list(ResultsStore(tmp_path).frame()["model"]) == ["m"]
+
+
+def test_the_board_inside_results_is_not_read_as_a_run(tmp_path):
+    board_dir = board_yaml(tmp_path / "results" / "leaderboard")
+    entry = entry_from_manifests(load_board(board_dir), "a", "m", "hub", [manifest({"legal": 2.0, "code": 3.0})])
+    from fusebench.report.board import write_entry
+
+    write_entry(board_dir, entry)
+    ResultsStore(tmp_path / "results").add_run("r", [Evaluation("m", "s", {"results": {"t": {"acc,none": 0.5}}})])
+    assert ResultsStore(tmp_path / "results").run_ids() == ["r"]
+    assert list(ResultsStore(tmp_path / "results").frame()["run_id"]) == ["r"]

@@ -36,6 +36,7 @@ COLUMNS = ["run_id", "provenance", "table", "model", "role", "method", "suite", 
 
 # lm-eval reports these as fractions; the paper prints them in percent
 PERCENT_METRICS = {"acc", "acc_norm", "acc_mutual_info", "exact_match", "em", "f1", "contains", "mc1", "mc2"}
+LEADERBOARD_DIR = "leaderboard"     # results/leaderboard/ holds the board (board.py), not a run
 LOWER_IS_BETTER = {"bits_per_byte", "byte_perplexity", "word_perplexity", "perplexity", "ter", "loss"}
 # a run.json may name roles in the plural ("sources": [...]); the table code wants one word per model
 _SINGULAR = {"sources": "source", "baselines": "baseline", "experts": "expert", "teachers": "teacher",
@@ -152,7 +153,8 @@ class ResultsStore:
     def run_ids(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return sorted(p.name for p in self.root.iterdir()
+                      if p.is_dir() and not p.name.startswith(".") and p.name != LEADERBOARD_DIR)
 
     def _reproduced_rows(self, run_dir: Path) -> list[dict]:
         roles, made = run_roles(run_dir), run_models(run_dir)

@@ -44,7 +44,6 @@ def test_bad_seeds_are_a_recipe_error():
         load_recipe(SMOKE, ["seeds=[1,1]"])
 
 
-@pytest.mark.slow   # ~80 s of CPU: every smoke model, the compared ones twice
 def test_two_seed_smoke_run_trains_twice_tabulates_paired_intervals_and_leaves_the_repo_alone(tmp_path, monkeypatch):
     """The real CLI on the smoke recipe with two seeds, run from the repo root without --publish."""
     watched = [REPO / "results", REPO / "reports"]

@@ -5,11 +5,15 @@ SIGTERM or SIGKILL to the evaluator, non-root machines (as `nobody`, with and wi
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import uuid
@@ -152,9 +156,26 @@ def _as_nobody(code: str, *, userns: bool, mode: str | None = None) -> subproces
     if not userns and _engine_works("bwrap"):  # a real unprivileged process that may not create namespaces
         wrapper += ["bwrap", "--unshare-user", "--disable-userns", "--ro-bind", "/", "/", "--dev", "/dev",
                     "--proc", "/proc", "--tmpfs", "/tmp", "--"]
-    prelude = f"import sys, json\nsys.path.insert(0, {str(REPO)!r})\nfrom fusebench.sandbox import run, SandboxError\n"
+    prelude = (f"import sys, json\nsys.path.insert(0, {str(_package_for_nobody())!r})\n"
+               "from fusebench.sandbox import run, SandboxError\n")
     return subprocess.run([*wrapper, _python_for_nobody(), "-c", prelude + textwrap.dedent(code)], env=env,
                           capture_output=True, text=True, timeout=60)
+
+
+@functools.cache
+def _package_for_nobody() -> Path:
+    """A copy of the sandbox package (standard library only) that an unprivileged user can import: the checkout may
+    live under /tmp, which the wrapper above replaces with a private one, or under a home directory nobody cannot
+    enter (CI clones into another folder)."""
+    root = Path(tempfile.mkdtemp(prefix="fusebench-sbx-test-", dir="/var/tmp"))
+    atexit.register(shutil.rmtree, root, True)
+    shutil.copytree(REPO / "fusebench" / "sandbox", root / "fusebench" / "sandbox",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("__init__.py", "errors.py"):
+        shutil.copy(REPO / "fusebench" / name, root / "fusebench" / name)
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return root
 
 
 def _python_for_nobody() -> str:

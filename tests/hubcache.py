@@ -240,23 +240,16 @@ def _write_bbh(hf_home: Path, docs: list[str], rows: int) -> None:
 
 
 def _write_multipl_e(hf_home: Path) -> None:
-    """nuprl/MultiPL-E `humaneval-<lang>`: one small problem per language in MultiPL-E's shape (the sandbox tests'
-    `max_element`, whose prompt + correct completion + tests passes), with MultiPL-E's column names."""
+    """nuprl/MultiPL-E `humaneval-<lang>`: the rows of tests/multipl_e_rows.py (two HumanEval problems per language
+    in MultiPL-E's row format, with its column names and stop tokens)."""
     from datasets import Features, List, Value
-    from test_sandbox import PROBLEMS  # tests/ is on sys.path under pytest
-
-    from fusebench.evaluate.code_exec import language
+    from multipl_e_rows import rows  # tests/ is on sys.path under pytest
 
     features = Features({name: Value("string") for name in
                          ("name", "language", "prompt", "doctests", "original", "prompt_terminology", "tests")} |
                         {"stop_tokens": List(Value("string"))})
     for lang in MULTIPL_E_LANGS:
-        prompt, _correct, _wrong, tests = PROBLEMS[lang]
-        write_dataset(hf_home, "nuprl/MultiPL-E", f"humaneval-{lang}", {"test": [{
-            "name": "HumanEval_35_max_element", "language": "go_test.go" if lang == "go" else lang,
-            "prompt": prompt, "doctests": "transform", "original": "HumanEval_35_max_element.py",
-            "prompt_terminology": "reworded", "tests": tests,
-            "stop_tokens": list(language(lang).stop_tokens)}]}, features)
+        write_dataset(hf_home, "nuprl/MultiPL-E", f"humaneval-{lang}", {"test": rows(lang)}, features)
 
 
 # ---- the whole cache ----------------------------------------------------------------------------------------

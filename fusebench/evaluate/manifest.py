@@ -9,7 +9,6 @@ tidy score list (task, metric, value, stderr) so readers need not parse lm-eval'
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import subprocess
 import time
@@ -17,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from fusebench.environment import environment
+from fusebench.environment import package_versions as environment_package_versions
 from fusebench.sandbox import UNSANDBOXED, modes_used, requested
 
 PACKAGES = ("torch", "transformers", "lm_eval", "datasets", "tokenizers", "accelerate", "fusebench")
@@ -54,13 +54,8 @@ def weights_sha256(model: str | Path) -> str | None:
 
 
 def package_versions() -> dict[str, str | None]:
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name.replace("_", "-"))
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+    """The versions of the packages that shape scores (the full environment record sits beside them)."""
+    return environment_package_versions(PACKAGES)
 
 
 def git_commit() -> str | None:

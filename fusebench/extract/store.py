@@ -74,10 +74,10 @@ def id_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint64)
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
+        for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
     return h.hexdigest()
 
@@ -198,7 +198,7 @@ class StoreWriter:
         files = {}
         for name, arr in arrays.items():
             np.save(tmp / name, np.ascontiguousarray(arr))
-            files[name] = {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size}
+            files[name] = {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
         info = {"index": index, "num_sequences": len(sequences), "num_tokens": int(offsets[-1]), "files": files}
         (tmp / "shard.json").write_text(json.dumps(info, indent=1))
         shutil.rmtree(final, ignore_errors=True)  # a shard dir without shard.json is a leftover; replace it
@@ -327,7 +327,7 @@ class DistributionStore:
         for shard in self.meta["shards"]:
             for name, info in shard["files"].items():
                 f = self.path / shard_name(shard["index"]) / name
-                if not f.exists() or _sha256(f) != info["sha256"]:
+                if not f.exists() or sha256_file(f) != info["sha256"]:
                     raise FusebenchError(f"{f} does not match its checksum in {self.path / 'meta.json'}: the store "
                                          f"is corrupted. Delete {self.path} and rerun the extraction.")
 

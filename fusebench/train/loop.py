@@ -88,14 +88,19 @@ def deepspeed_plugin(settings: TrainSettings, processes: int):
     optimizer on every micro-batch: grad_accum times per intended step, the schedule running ahead as fast."""
     if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() != "true":
         return None
+    from accelerate.state import AcceleratorState
     from accelerate.utils import DeepSpeedPlugin
 
-    plugin = DeepSpeedPlugin(gradient_accumulation_steps=settings.grad_accum, gradient_clipping=settings.clip)
+    # A process that trains several models (fusebench run: clm, then fusellm, then kd) creates one Accelerator per
+    # training; accelerate refuses a plugin for any but the first, so later trainings update the first one's config
+    # in place (returning None) and prepare() reads it from there.
+    shared = AcceleratorState().deepspeed_plugin if AcceleratorState._shared_state else None
+    plugin = shared or DeepSpeedPlugin(gradient_accumulation_steps=settings.grad_accum, gradient_clipping=settings.clip)
     plugin.deepspeed_config.update({
         "train_micro_batch_size_per_gpu": settings.batch_size // (settings.grad_accum * processes),
         "train_batch_size": settings.batch_size, "gradient_accumulation_steps": settings.grad_accum,
         "gradient_clipping": settings.clip})
-    return plugin
+    return None if shared else plugin
 
 
 def _optimizer_steps(optimizer) -> int | None:

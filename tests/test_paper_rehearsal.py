@@ -30,7 +30,7 @@ import torch
 
 from hubcache import MODELS, build_hub_cache, hub_env, model_snapshot, stdlib_documents
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.rehearsal]  # slow, yet in the default run and CI (pyproject addopts)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "accelerate"

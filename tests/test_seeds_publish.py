@@ -107,7 +107,7 @@ def test_smoke_run_without_publish_leaves_the_repo_results_and_reports_untouched
     assert (work / "reports" / "index.md").exists()
 
 
-def _write_run(root: Path, values: dict[str, dict]) -> None:
+def _write_run(root: Path, values: dict[str, dict], unsandboxed: tuple[str, ...] = ()) -> None:
     """A published run in the layout `fusebench run` writes: run.json, shared models flat, seeded ones per seed."""
     run = root / "toy-0123abcd"
     models = {"target": {"role": "target", "init": None, "teachers": []},
@@ -122,8 +122,12 @@ def _write_run(root: Path, values: dict[str, dict]) -> None:
                    "higher_is_better": {"ppl_code": {"bits_per_byte": False}},
                    "n-samples": {"ppl_code": {"original": 10, "effective": 10}}}
             (folder / "perplexity.json").write_text(json.dumps(res))
+            sandbox = {"requested": "rlimits" if model in unsandboxed else "auto",
+                       "modes_used": ["rlimits" if model in unsandboxed else "bwrap"],
+                       "unsandboxed": model in unsandboxed}
             (folder / "perplexity.manifest.json").write_text(json.dumps({"data_source": "packaged (offline)",
-                                                                         "training_seed": seed}))
+                                                                         "training_seed": seed,
+                                                                         "code_sandbox": sandbox}))
     (run / "run.json").write_text(json.dumps({"recipe": "toy", "models": models, "seeds": [0, 1, 2]}))
 
 
@@ -159,3 +163,15 @@ def test_single_seed_difference_uses_per_item_stderrs_and_says_so(tmp_path):
     path = tmp_path / "out" / "run_toy_0123abcd_perplexity.md"
     assert _cells(path)[("ppl_code", "Δ fusellm − clm")] == "**-0.1000** [-0.1554, -0.0446]"   # 1.96·√2·0.02
     assert "a single seed" in path.read_text() and "one training run per model" in path.read_text()
+
+
+def test_scores_made_in_the_weaker_sandbox_mode_are_marked_unsandboxed_in_the_report(tmp_path):
+    _write_run(tmp_path / "a", {"target": {None: 2.5}, "clm": {None: 2.0}, "fusellm": {None: 1.9}})
+    _write_run(tmp_path / "b", {"target": {None: 2.5}, "clm": {None: 2.0}, "fusellm": {None: 1.9}},
+               unsandboxed=("fusellm",))
+    for name in ("a", "b"):
+        assert main(["report", "--results", str(tmp_path / name), "--out", str(tmp_path / f"out-{name}"),
+                     "--format", "md"]) == 0
+    assert "UNSANDBOXED" not in (tmp_path / "out-a" / "run_toy_0123abcd_perplexity.md").read_text()
+    assert ("UNSANDBOXED: the generated code of fusellm ran outside the sandbox"
+            in (tmp_path / "out-b" / "run_toy_0123abcd_perplexity.md").read_text())

@@ -73,6 +73,16 @@ def _estimate_cell(values: dict, errors: dict, run_id: str, source: str) -> Cell
     return Cell(est.mean, est.stderr, run_id=run_id, source_file=source, n_seeds=est.n)
 
 
+def describe_unsandboxed(rows: pd.DataFrame) -> str:
+    """Scores whose generated code ran in the weaker mode (FUSEBENCH_SANDBOX_MODE=rlimits) say so in the caption."""
+    models = sorted(set(rows.loc[rows["unsandboxed"].fillna(False).astype(bool), "model"]))
+    if not models:
+        return ""
+    return (f" UNSANDBOXED: the generated code of {', '.join(models)} ran outside the sandbox "
+            "(FUSEBENCH_SANDBOX_MODE=rlimits: it could reach the network and the host's disk); these scores are "
+            "not comparable to sandboxed ones.")
+
+
 def run_table(primary: pd.DataFrame, run_id: str, suite: str) -> Table:
     rows = primary[(primary["run_id"] == run_id) & (primary["suite"] == suite)]
     models = _ordered_models(rows)
@@ -130,7 +140,7 @@ def run_table(primary: pd.DataFrame, run_id: str, suite: str) -> Table:
                + f". Metric: {metric_text}, {'higher' if up else 'lower'} is better. "
                + describe_data(rows, suite, unit) + " " + describe_seeds(rows) + " "
                + (f"In parentheses: relative change against the run's target `{target}`. " if target else "")
-               + describe_differences(pairs, single))
+               + describe_differences(pairs, single) + describe_unsandboxed(rows))
     table = Table(f"run_{_slug(run_id)}_{_slug(suite)}", f"Run {run_id}: {metric_text} per {unit} ({suite})",
                   caption, unit.capitalize(), row_labels, columns, cells, 2 if is_percent else 4, up, "run", [run_id])
     return table

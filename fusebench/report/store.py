@@ -32,7 +32,9 @@ COLUMNS = ["run_id", "provenance", "table", "model", "role", "method", "suite", 
            "date", "source_file",
            # what a caption must name: training seed (None: shared by all seeds), items scored of the task's
            # original count, data source; and how the model was made (run.json), for paired comparisons
-           "seed", "n_items", "n_original", "data_source", "init", "n_teachers"]
+           "seed", "n_items", "n_original", "data_source", "init", "n_teachers",
+           # true where generated code ran in the weaker `rlimits` mode, outside the sandbox (manifest code_sandbox)
+           "unsandboxed"]
 
 # lm-eval reports these as fractions; the paper prints them in percent
 PERCENT_METRICS = {"acc", "acc_norm", "acc_mutual_info", "exact_match", "em", "f1", "contains", "mc1", "mc2"}
@@ -174,7 +176,8 @@ class ResultsStore:
                                          method=manifest.get("method"), source_file=str(path))
                     for row in found:
                         row.update(seed=seed, data_source=manifest.get("data_source"), init=info.get("init"),
-                                   n_teachers=len(info.get("teachers") or []))
+                                   n_teachers=len(info.get("teachers") or []),
+                                   unsandboxed=bool((manifest.get("code_sandbox") or {}).get("unsandboxed")))
                     rows += found
         return rows
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -49,8 +50,22 @@ def run_all(quick: bool = False) -> dict:
     return results
 
 
+def quiet_stdout(fn):
+    """Run fn with file descriptor 1 pointing at stderr, so that what libraries print (DeepSpeed logs its accelerator
+    choice to stdout when accelerate imports it) cannot corrupt a machine-readable stdout; returns fn's result."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        return fn()
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def main(args) -> int:
-    results = run_all(quick=args.quick)
+    results = quiet_stdout(lambda: run_all(quick=args.quick)) if args.json else run_all(quick=args.quick)
     if args.json:
         print(json.dumps(results, indent=2, default=float))
     else:

@@ -1,6 +1,8 @@
 """`fusebench bench` produces every documented figure. Speed ratios are reported, never asserted here (they belong
 to the benchmark, not to a unit test); sizes and correctness are asserted."""
 
+import json
+
 from fusebench.bench import TARGETS, run_all
 
 
@@ -19,3 +21,22 @@ def test_bench_quick_reports_every_figure_with_equal_dtw_cost_and_a_compact_stor
             assert results[f"align_{kind}_{rule}_coverage"] > 0.6
         assert results[f"align_{kind}_dtw_blocks_precision"] < 1.0
         assert 0 < results[f"align_{kind}_reference_mined_coverage"] < 1.0
+
+
+def test_json_mode_keeps_library_chatter_off_stdout():
+    # DeepSpeed (installed for the rehearsal) logs "Setting accelerator to CPU" to stdout when accelerate imports
+    # it, which made `fusebench bench --json` print invalid JSON: stdout must carry the JSON object alone.
+    import subprocess
+    import sys
+    code = ("import json, logging, os, sys\n"
+            "from fusebench.bench import quiet_stdout\n"
+            "def work():\n"
+            "    logging.getLogger('chatty').addHandler(logging.StreamHandler(sys.stdout))\n"
+            "    logging.getLogger('chatty').warning('[WARNING] Setting accelerator to CPU')\n"
+            "    print('a library print'); os.write(1, b'raw fd write\\n')\n"
+            "    return {'figure': 1.5}\n"
+            "print(json.dumps(quiet_stdout(work)))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"figure": 1.5}
+    assert "Setting accelerator to CPU" in out.stderr and "raw fd write" in out.stderr

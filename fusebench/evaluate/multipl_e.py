@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 from pathlib import Path
 
 from fusebench.data.packages import Package, fetch
@@ -157,8 +156,5 @@ def _write_local_multipl_e(out: Path, lang: str, rows_file: Path) -> None:
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process: ranks write the same files
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)  # readers never see a half-written file
+    # every evaluating rank writes the same files: readers never see a half-written one
+    write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

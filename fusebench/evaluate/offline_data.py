@@ -86,11 +86,8 @@ def _oe_docs(task: str, variant: str) -> list[dict]:
 
 
 def _write_jsonl(rows: list[dict], path: Path) -> Path:
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-        tmp.rename(path)
+    if not path.exists():  # per-process temp name: two evaluating ranks may both write it
+        write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return path
 
 

@@ -237,9 +237,11 @@ class GraphBuilder:
             mstage = self.model(name)
             for suite in spec.suites:
                 inputs = [mstage] + (list(corpus_ids.values()) if suite == "perplexity" else [])
-                cfg = {**spec.model_dump(exclude={"models", "suites", "data", "backend", "max_length"}),
+                cfg = {**spec.model_dump(exclude={"models", "suites", "data", "backend", "max_length",
+                                                  "truncate_long_prompts"}),
                        "data": spec.data_for(suite), "backend": spec.backend_for(suite),
-                       "max_length": spec.max_length_for(name), "suite": suite, "name": name}
+                       "max_length": spec.max_length_for(name), "truncate_long_prompts": spec.truncate_for(name),
+                       "suite": suite, "name": name}
                 if self.sfx(name):
                     cfg["seed"] = self.seed       # publish_results files it under <model>/seed-<seed>/
                 out.append(self.add(f"eval:{name}{self.sfx(name)}.{suite}", cfg, inputs,

@@ -28,6 +28,7 @@ from filelock import FileLock
 
 from fusebench.data.packages import cache_root
 from fusebench.errors import FusebenchError
+from fusebench.evaluate.offline_data import write_atomic
 
 BIGBENCH_VERSION = "1.0.0"
 MAX_ITEMS = 250  # BBH keeps at most 250 items per task
@@ -247,8 +248,6 @@ def write_bbh_jsonl(out_dir: Path, tasks: tuple[str, ...] = BBH_TASKS) -> dict[s
     for task in tasks:
         path = out_dir / f"{task}.jsonl"
         if not path.exists():
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in bbh_items(task)), "utf-8")
-            tmp.rename(path)
+            write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in bbh_items(task)))
         paths[task] = path
     return paths

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from fusebench.environment import environment
+from fusebench.evaluate.offline_data import write_atomic
 from fusebench.environment import package_versions as environment_package_versions
 from fusebench.sandbox import UNSANDBOXED, modes_used, requested
 
@@ -115,8 +116,4 @@ def write_json(obj: dict, path: Path) -> Path:
     """Write JSON atomically; values JSON cannot hold (functions in task configs, numpy numbers) become strings."""
     from lm_eval.utils import handle_non_serializable
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=handle_non_serializable, ensure_ascii=False), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_atomic(path, json.dumps(obj, indent=2, default=handle_non_serializable, ensure_ascii=False))

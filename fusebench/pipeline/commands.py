@@ -35,20 +35,22 @@ def _prepare(args) -> tuple:
 
 
 def _setup_logging(workdir: Path) -> Path:
+    # Opening this process's own log file is the write test: every rank of a launch runs this at once, so a shared
+    # probe file would let one rank unlink another's between its write and its unlink.
     logs = workdir / "logs"
+    path = logs / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     try:
         logs.mkdir(parents=True, exist_ok=True)
-        probe = logs / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        file_handler = logging.FileHandler(path)
     except OSError as err:
         raise FusebenchError(f"cannot write to the workdir {workdir}: {err.strerror}. Choose a writable directory "
                              "with --workdir DIR.") from None
-    path = logs / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     log.setLevel(logging.INFO)
     log.propagate = False  # libraries configure the root logger; keep our lines single
+    for handler in log.handlers:
+        handler.close()
     log.handlers.clear()
-    for handler in (logging.FileHandler(path), logging.StreamHandler(sys.stderr)):
+    for handler in (file_handler, logging.StreamHandler(sys.stderr)):
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
         log.addHandler(handler)
     return path

@@ -105,6 +105,12 @@ def test_smoke_run_without_publish_leaves_the_repo_results_and_reports_untouched
     assert _snapshot(*watched) == before
     assert list((work / "results").glob("smoke-*/target/perplexity.json"))
     assert (work / "reports" / "index.md").exists()
+    # the per-item scores travel with the results, and the eval stage's checksums cover them like its other files
+    (published,) = (work / "results").glob("smoke-*/target/perplexity.items.json.gz")
+    (stage,) = (work / "cache" / "eval").glob("target.perplexity-*[0-9a-f]")
+    record = json.loads((stage / ".stage.json").read_text())["files"]
+    (rel,) = [r for r in record if r.endswith("target/perplexity.items.json.gz")]
+    assert (stage / rel).read_bytes() == published.read_bytes() and record[rel]["bytes"] == published.stat().st_size
 
 
 def _write_run(root: Path, values: dict[str, dict], unsandboxed: tuple[str, ...] = ()) -> None:

@@ -3,6 +3,7 @@
 Layout of what is written (the report layer reads exactly these):
     <results_dir>/<run_id>/<model_name>/<suite>.json           lm-eval's results dict, JSON-safe
     <results_dir>/<run_id>/<model_name>/<suite>.manifest.json  provenance + the tidy score list
+    <results_dir>/<run_id>/<model_name>/<suite>.items.json.gz  per-item scores (evaluate/items.py)
 Caches (rendered task YAMLs, converted data, lm-eval's request cache) live under the workdir.
 """
 
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fusebench.errors import FusebenchError
+from fusebench.extract.store import sha256_file
+from fusebench.evaluate.items import items_path, write_items
 from fusebench.evaluate.manifest import Score, build_manifest, weights_sha256, write_json
 from fusebench.evaluate.runner import build_lm, run_plan
 from fusebench.evaluate.suites import SUITES, SuiteContext, parse_suites, plan_suite, task_datasets
@@ -26,6 +29,7 @@ class SuiteResult:
     results_path: Path
     manifest_path: Path
     scores: list[Score]
+    items_path: Path | None = None     # <suite>.items.json.gz: per-item scores (evaluate/items.py)
 
 
 @dataclass
@@ -111,7 +115,7 @@ def evaluate_model(model: str | Path, suites: list[str] | str, *, name: str | No
     out = EvalResult(model_name, run_id)
     for suite, plan in plans.items():
         print(f"[fusebench eval] {model_name}: suite {suite}", file=sys.stderr, flush=True)
-        results = run_plan(handle, plan, limit=limit, seed=seed,
+        results, items = run_plan(handle, plan, limit=limit, seed=seed,
                            cache_path=None if truncate_long_prompts else workdir / "lm_cache" / cache_key / suite)
         scores = tidy_scores(results, plan, suite)
         if not scores:
@@ -119,6 +123,7 @@ def evaluate_model(model: str | Path, suites: list[str] | str, *, name: str | No
                                  f"{', '.join(plan.tasks.values())}); check the task YAMLs in {workdir / 'tasks'}.")
         target = Path(results_dir) / run_id / model_name
         results_path = write_json(results, target / f"{suite}.json")
+        items_file = write_items(items, items_path(results_path))   # per-item scores, for paired comparisons
         manifest = build_manifest(suite=suite, model=model, model_name=model_name, weights_hash=weights_hash,
                                   run_id=run_id, plan=plan, results=results, scores=scores, handle=handle,
                                   limit=limit, seed=seed, online=online)
@@ -127,6 +132,7 @@ def evaluate_model(model: str | Path, suites: list[str] | str, *, name: str | No
             manifest["tasks"][benchmark]["dataset"] = datasets.get(task)
         cut = getattr(handle.lm, "fusebench_prompts_cut", {})
         manifest["prompts_cut"] = {t: cut[t] for t in plan.tasks.values() if t in cut}  # empty: nothing was cut
+        manifest["items_file"] = {"name": items_file.name, "sha256": sha256_file(items_file)}
         manifest_path = write_json(manifest, target / f"{suite}.manifest.json")
-        out.suites.append(SuiteResult(suite, results_path, manifest_path, scores))
+        out.suites.append(SuiteResult(suite, results_path, manifest_path, scores, items_file))
     return out

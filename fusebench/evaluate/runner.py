@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fusebench.errors import FusebenchError
+from fusebench.evaluate.items import item_records
 from fusebench.evaluate.suites import TaskPlan
 
 BACKENDS = ("hf", "vllm")
@@ -132,8 +133,9 @@ def _check(lm, request, model: str, truncate: bool, n_prompt: int, overflow: int
 
 
 def run_plan(handle: ModelHandle, plan: TaskPlan, *, limit: int | None, cache_path: Path | None, seed: int,
-             bootstrap_iters: int = 1000, gen_kwargs: dict | str | None = None) -> dict:
-    """lm-eval's results dict for the plan's tasks (per-document samples removed after use)."""
+             bootstrap_iters: int = 1000, gen_kwargs: dict | str | None = None) -> tuple[dict, dict]:
+    """lm-eval's results dict for the plan's tasks (per-document samples removed) and the compact per-item record
+    of those samples (fusebench/evaluate/items.py)."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
@@ -162,7 +164,7 @@ def run_plan(handle: ModelHandle, plan: TaskPlan, *, limit: int | None, cache_pa
         raise
     samples = results.pop("samples", {}) or {}
     _fill_ratio_stderrs(results, samples)
-    return results
+    return results, item_records(samples)
 
 
 def _ratio_stderr(pairs: list) -> tuple[float, float] | None:

@@ -139,8 +139,8 @@ def publish_results(recipe, runner: Runner, done: dict[str, Path], results: Path
     shutil.rmtree(staging, ignore_errors=True)
     for sid, path in evals.items():
         seed = runner.stages[sid].config.get("seed")     # set for seed-dependent models only (graph.py)
-        for f in path.rglob("*.json"):
-            if f.name != ".stage.json":  # evaluate_model writes <recipe>/<model>/<suite>(.manifest).json
+        for f in [*path.rglob("*.json"), *path.rglob("*.items.json.gz")]:
+            if f.name != ".stage.json":  # evaluate_model writes <recipe>/<model>/<suite>(.manifest|.items).json(.gz)
                 rel = f.relative_to(path).relative_to(recipe.name)
                 dest = staging / (rel if seed is None else rel.parent / f"seed-{seed}" / rel.name)
                 dest.parent.mkdir(parents=True, exist_ok=True)

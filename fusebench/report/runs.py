@@ -12,6 +12,7 @@ import math
 
 import pandas as pd
 
+from fusebench.report import paired
 from fusebench.report.stats import Estimate, over_seeds, paired_difference
 from fusebench.report.tables import (METRIC_LABELS, NO_CHANGE_ROLES, Cell, Table, _finite, _ordered_models,
                                      _short_labels, _slug, primary_rows, relative_change, run_target)
@@ -53,6 +54,20 @@ def _per_seed(rows: pd.DataFrame) -> dict[tuple[str, str], tuple[dict, dict]]:
         values[_seed_key(r.seed)] = float(r.value)
         errors[_seed_key(r.seed)] = _finite(r.stderr)
     return out
+
+
+def _rows_by_seed(rows: pd.DataFrame) -> dict[tuple[str, str], dict]:
+    """(task, model) -> {seed: its table row}: where a single-seed difference finds the per-item scores."""
+    out: dict[tuple[str, str], dict] = {}
+    for r in rows.itertuples():
+        out.setdefault((r.task, r.model), {})[_seed_key(r.seed)] = r
+    return out
+
+
+def _items(by_seed: dict, task: str, model: str, seed) -> paired.ItemScores | None:
+    r = by_seed.get((task, model), {}).get(seed)
+    return None if r is None else paired.item_scores(r.source_file, r.task, r.metric, r.filter, r.value,
+                                                     r.unit == "%")
 
 
 def _average(per_seed, tasks: list[str], model: str) -> tuple[dict, dict]:
@@ -112,35 +127,40 @@ def run_table(primary: pd.DataFrame, run_id: str, suite: str) -> Table:
             per_seed[(label, m)] = (values, errors)
             cells[(label, m)] = _estimate_cell(values, errors, run_id, "(mean of the rows above)")
         row_labels.append(label)
-        lines.append((label, [label]))
+        lines.append((label, group))
     for (task, model), cell in cells.items():
         if target and roles.get(model) not in NO_CHANGE_ROLES:
             cell.change = relative_change(cell.value, cells.get((task, target), Cell(None)).value)
     pairs = controls_and_methods(rows)
     columns = list(models)
-    single = False
+    bases: set[str] = set()
+    by_seed = _rows_by_seed(rows)
     for method, control in pairs:
         col = f"Δ {method} − {control}"
         columns.append(col)
         for label, keys in lines:
-            key = keys[0] if keys[0] in tasks else label
+            key = keys[0] if len(keys) == 1 else label
             if (key, method) not in per_seed or (key, control) not in per_seed:
                 continue
             (mv, me), (cv, ce) = per_seed[(key, method)], per_seed[(key, control)]
             diff = paired_difference(mv, cv, me, ce)
             if diff is None:
                 continue
-            single |= not diff.paired
+            if diff.basis == "independent":   # one shared seed: paired by item where both kept their items
+                seed = next(s for s in mv if s in cv)
+                diff = paired.items_difference([_items(by_seed, t, method, seed) for t in keys],
+                                               [_items(by_seed, t, control, seed) for t in keys]) or diff
+            bases.add(diff.basis)
             cells[(label, col)] = Cell(diff.mean, signed=True, bold=diff.excludes_zero, run_id=run_id,
                                        ci=(diff.low, diff.high) if diff.low is not None else None, n_seeds=diff.n,
-                                       source_file=f"(paired: {method} − {control}, same seed)")
+                                       source_file=f"({BASIS_NAMES[diff.basis]}: {method} − {control}, same seed)")
     metric_text = " / ".join(METRIC_LABELS.get(m, m) for m in metrics)
     is_percent = (rows["unit"] == "%").all()
     caption = (f"Reproduced run `{run_id}`, suite `{suite}`" + (f" (tasks `{pattern}`)" if pattern else "")
                + f". Metric: {metric_text}, {'higher' if up else 'lower'} is better. "
                + describe_data(rows, suite, unit) + " " + describe_seeds(rows) + " "
                + (f"In parentheses: relative change against the run's target `{target}`. " if target else "")
-               + describe_differences(pairs, single) + describe_unsandboxed(rows))
+               + describe_differences(pairs, bases) + describe_unsandboxed(rows))
     table = Table(f"run_{_slug(run_id)}_{_slug(suite)}", f"Run {run_id}: {metric_text} per {unit} ({suite})",
                   caption, unit.capitalize(), row_labels, columns, cells, 2 if is_percent else 4, up, "run", [run_id])
     return table
@@ -176,16 +196,29 @@ def describe_seeds(rows: pd.DataFrame) -> str:
                else "."))
 
 
-def describe_differences(pairs: list[tuple[str, str]], single: bool) -> str:
+BASIS_NAMES = {"seeds": "paired", "items": "paired by item", "independent": "independent per-item stderrs"}
+BASIS_TEXT = {
+    "seeds": "95% Student-t interval over paired seeds",
+    "items": "a single seed: 95% t interval paired by item (both models scored the same documents; the per-item "
+             "differences' standard error, delta method for ratio metrics; averages combine the tasks' paired "
+             "differences)",
+    "independent": "a single seed: interval ±1.96·√(se₁² + se₂²) from independent per-item standard errors (not "
+                   "paired: these results have no per-item scores on shared documents, so it is wider than a paired "
+                   "interval)"}
+
+
+def describe_differences(pairs: list[tuple[str, str]], bases: set[str]) -> str:
     if not pairs:
         return "No control/method pair in this run, so no paired differences; nothing is bold."
-    how = ("a single seed: interval ±1.96·√(se₁² + se₂²) from per-item standard errors (not paired; per-item scores "
-           "are not stored)" if single else "95% Student-t interval over paired seeds")
+    how = "; ".join(BASIS_TEXT[b] for b in ("seeds", "items", "independent") if b in bases) or BASIS_TEXT["seeds"]
+    if len(bases) > 1:
+        how = "each cell's basis is in the CSV's source_file; " + how
     return (f"Δ columns: method − control at the same seed, [{how}]. Bold: a difference whose 95% interval excludes "
             "zero; values are never bolded as 'best'.")
 
 
 def run_tables(frame: pd.DataFrame) -> list[Table]:
+    paired.clear_cache()      # item files are read once per rendering
     primary = primary_rows(frame)
     if primary.empty:
         return []

@@ -3,11 +3,13 @@
 With several seeds a model's cell is the mean over its seeds and the standard error of that mean (sample standard
 deviation / √n). A continual method is compared with its control (CLM trained from the same model on the same data,
 same seed) through the paired differences d_s = method_s − control_s: their mean and a two-sided 95% Student-t
-interval with n − 1 degrees of freedom (scipy's t quantile). With a single seed there is no spread over seeds: the
-cell shows lm-eval's per-item (per-document) standard error instead, and the difference's interval is
-±1.96·√(se_method² + se_control²), which treats the two models' item errors as independent. Both models score the
-same items, whose errors are positively correlated, so this is wider than a paired per-item interval would be
-(fusebench does not store per-item scores); the caption says which interval a table shows.
+interval with n − 1 degrees of freedom (scipy's t quantile); basis "seeds". With a single seed there is no spread
+over seeds: the cell shows lm-eval's per-item (per-document) standard error instead, and the difference is paired by
+item where both evaluations stored per-item scores on the same documents (basis "items", fusebench/report/paired.py:
+the per-item differences' delta-method standard error, a t interval). Without them (results written before per-item
+scores were kept, or other documents) the interval is ±1.96·√(se_method² + se_control²) (basis "independent"),
+which treats the two models' item errors as independent: both score the same items, whose errors are positively
+correlated, so it is wider than the paired one. The caption says which interval a table shows.
 """
 
 from __future__ import annotations
@@ -31,7 +33,12 @@ class Difference:
     low: float | None
     high: float | None
     n: int                        # paired seeds
-    paired: bool                  # True: t-interval over paired seeds; False: single seed, per-item stderrs
+    basis: str = "seeds"          # seeds: t over paired seeds; items: one seed, paired by item; independent:
+    n_items: int | None = None    # one seed, per-item stderrs as if independent. n_items: items paired (basis items)
+
+    @property
+    def paired(self) -> bool:
+        return self.basis != "independent"
 
     @property
     def excludes_zero(self) -> bool:
@@ -64,9 +71,9 @@ def paired_difference(method: dict, control: dict, method_se: dict, control_se: 
     if n > 1:
         sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
         half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
-        return Difference(mean, mean - half, mean + half, n, True)
+        return Difference(mean, mean - half, mean + half, n, "seeds")
     se_m, se_c = _finite(method_se.get(seeds[0])), _finite(control_se.get(seeds[0]))
     if se_m is None or se_c is None:
-        return Difference(mean, None, None, 1, False)
+        return Difference(mean, None, None, 1, "independent")
     half = stats.norm.ppf(0.975) * math.sqrt(se_m ** 2 + se_c ** 2)
-    return Difference(mean, mean - half, mean + half, 1, False)
+    return Difference(mean, mean - half, mean + half, 1, "independent")

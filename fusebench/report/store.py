@@ -6,6 +6,7 @@ Layout on disk (the contract with the evaluation layer):
     results/<run_id>/<model>/<suite>.json      lm-eval's results dict, as `simple_evaluate` returns it
     results/<run_id>/<model>/<suite>.manifest.json   model path and hash, recipe, seeds, versions, role, method
     results/<run_id>/<model>/seed-<s>/<suite>(.manifest).json   a seed-dependent model, trained once per seed
+    results/<run_id>/<model>/[seed-<s>/]<suite>.items.json.gz   optional: per-item scores (report/paired.py)
 
 `value` is in the unit the paper prints: accuracy-like metrics (acc, exact_match, pass@k, ...) in percent, bits per
 byte and perplexities as they are. The store is append-only: `add_run` refuses a run id that already exists.
@@ -25,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from fusebench.errors import FusebenchError
+from fusebench.evaluate.items import items_path, write_items
 from fusebench.report.reported import REPORTED_RUN_ID, reported_rows
 
 COLUMNS = ["run_id", "provenance", "table", "model", "role", "method", "suite", "task", "metric", "filter",
@@ -57,6 +59,7 @@ class Evaluation:
     suite: str
     results: dict
     manifest: dict = field(default_factory=dict)
+    items: dict | None = None     # per-item scores (fusebench/evaluate/items.py), for paired comparisons
 
 
 def _read_json(path: Path) -> dict:
@@ -213,6 +216,8 @@ class ResultsStore:
                 model_dir = staging / ev.model
                 model_dir.mkdir(exist_ok=True)
                 (model_dir / f"{ev.suite}.json").write_text(json.dumps(ev.results, indent=2, default=str))
+                if ev.items is not None:
+                    write_items(ev.items, items_path(model_dir / f"{ev.suite}.json"))
                 manifest = {"run_id": run_id, "model_name": ev.model, "suite": ev.suite, **ev.manifest}
                 (model_dir / f"{ev.suite}.manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
             if roles:

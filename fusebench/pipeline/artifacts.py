@@ -9,7 +9,7 @@
 | Chunks    | chunks.jsonl: the text of every training sequence, shared by all models           |
 | Store     | a distribution store (meta.json + shard-*/ .npy files), see fusebench.extract      |
 | VocabMap  | vocab_map.npz + vocab_map.json, see fusebench.align                               |
-| Eval      | results.json (lm-eval's output) + manifest.json                                   |
+| Eval      | <run>/<model>/<suite>.json (lm-eval's output) + .manifest.json + .items.json.gz   |
 """
 
 from __future__ import annotations

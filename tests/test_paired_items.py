@@ -4,6 +4,7 @@ one; results without item files still render, and the caption says which interva
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import shutil
@@ -181,3 +182,38 @@ def test_an_item_file_that_is_not_the_one_the_manifest_names_is_refused(run_dir,
     shutil.copy(results / RUN / "fusellm" / "perplexity.items.json.gz", items)
     assert main(["report", "--results", str(results), "--out", str(tmp_path / "out"), "--format", "md"]) == 2
     assert "items_file" in capsys.readouterr().err
+
+
+def test_other_documents_or_byte_counts_are_never_paired():
+    same = paired.ItemScores("acc", ("0", "1", "2"), (1.0, 0.0, 1.0), 100.0)
+    assert paired.task_difference(same, paired.ItemScores("acc", ("0", "1", "3"), (1.0, 0.0, 1.0), 100.0)) is None
+    assert paired.task_difference(same, paired.ItemScores("acc", ("2", "1", "0"), (0.0, 0.0, 0.0), 100.0)).mean == \
+        pytest.approx(200 / 3)                                       # paired by doc id, not by position
+    a = paired.ItemScores("bits_per_byte", ("0", "1"), ((-10.0, 40), (-20.0, 50)), 1.0)
+    b = paired.ItemScores("bits_per_byte", ("0", "1"), ((-11.0, 40), (-19.0, 51)), 1.0)
+    assert paired.task_difference(a, b) is None                      # other text: other byte counts
+    assert paired.items_difference([None], [a]) is None
+
+
+def test_a_table_with_paired_and_unpaired_cells_says_so_and_add_run_keeps_items(run_dir, tmp_path):
+    """One task's items are missing for the control: its row and the average fall back to the independent interval,
+    the other task stays paired, and the caption names both; a run written with ResultsStore.add_run keeps items."""
+    from fusebench.report.store import Evaluation, ResultsStore
+
+    evaluations = []
+    for model in ("clm", "fusellm"):
+        items = read_items(items_path(run_dir / model / "perplexity.json"))
+        if model == "clm":
+            del items["tasks"]["ppl_mail"]
+        results = json.loads((run_dir / model / "perplexity.json").read_text())
+        evaluations.append(Evaluation(model, "perplexity", results, {"data_source": "packaged (offline)"}, items))
+    ResultsStore(tmp_path / "results").add_run(RUN, evaluations)
+    shutil.copy(run_dir / "run.json", tmp_path / "results" / RUN / "run.json")
+    assert main(["report", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "out"),
+                 "--format", "md,csv"]) == 0
+    text = (tmp_path / "out" / "run_toy_00c0ffee_perplexity.md").read_text()
+    assert "paired by item" in text and "independent per-item standard errors" in text
+    with (tmp_path / "out" / "run_toy_00c0ffee_perplexity.csv").open() as f:
+        basis = {row["domain"]: row["source_file"] for row in csv.DictReader(f) if row["column"].startswith("Δ")}
+    assert basis["json"].startswith("(paired by item") and basis["mail"].startswith("(independent")
+    assert next(v for k, v in basis.items() if k.startswith("Avg.")).startswith("(independent")

@@ -70,9 +70,10 @@ def resolve_gguf(source: str) -> Path:
     return ggufs[0]
 
 
-def smollm2_dir() -> Path:
-    """SmolLM2-135M-Instruct as a Hugging Face directory, converted once into the fusebench cache."""
-    dest = cache_root() / "models" / "smollm2-135m-instruct"
+def convert_once(gguf_path: Path, dest: Path, note: str) -> Path:
+    """`gguf_path` converted into `dest` unless a finished conversion is there. The directory appears only when
+    complete (staged beside it, marked, renamed under a lock), so an interrupted conversion is never taken for a
+    finished one."""
     marker = dest / ".complete"
     if marker.exists():
         return dest
@@ -80,12 +81,30 @@ def smollm2_dir() -> Path:
     with FileLock(str(dest) + ".lock"):
         if marker.exists():
             return dest
-        gguf = resolve_gguf(f"package:{SMOLLM2_PACKAGE.name}")
         with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
-            staging = gguf_to_hf(gguf, Path(tmp) / "model")
-            (staging / ".complete").write_text(f"converted from {gguf.name} ({SMOLLM2_PACKAGE.name} "
-                                               f"{SMOLLM2_PACKAGE.version}, {SMOLLM2_PACKAGE.license})\n")
+            staging = gguf_to_hf(gguf_path, Path(tmp) / "model")
+            (staging / ".complete").write_text(note + "\n")
             if dest.exists():
                 shutil.rmtree(dest)
             staging.rename(dest)
     return dest
+
+
+def converted(gguf_path: Path, root: Path) -> tuple[Path, str]:
+    """(`gguf_path` as a Hugging Face directory under `root`, the file's sha256). Keyed by the file's content, so
+    one file named two ways (`package:NAME`, its path) is converted once."""
+    from fusebench.extract.store import sha256_file
+
+    digest = sha256_file(gguf_path)
+    return convert_once(gguf_path, root / digest[:16], f"converted from {gguf_path.name} (sha256 {digest})"), digest
+
+
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct as a Hugging Face directory, converted once into the fusebench cache."""
+    dest = cache_root() / "models" / "smollm2-135m-instruct"
+    if (dest / ".complete").exists():      # converted before: no need for the package any more
+        return dest
+    gguf = resolve_gguf(f"package:{SMOLLM2_PACKAGE.name}")
+    return convert_once(gguf, dest,
+                        f"converted from {gguf.name} ({SMOLLM2_PACKAGE.name} {SMOLLM2_PACKAGE.version}, "
+                        f"{SMOLLM2_PACKAGE.license})")

@@ -51,17 +51,19 @@ def rebuild_corpora(board: Board, workdir: Path) -> dict[str, Path]:
     return out
 
 
-def _resolve_model(model: str, workdir: Path) -> tuple[str, str]:
-    """(what evaluate_model loads, kind)."""
+def _resolve_model(model: str, workdir: Path) -> tuple[str, str, str]:
+    """(what evaluate_model loads, kind, what the entry records: portable, no path of this machine)."""
     if model.startswith("gguf:"):
-        from fusebench.models.gguf import gguf_to_hf, resolve_gguf
+        from fusebench.models.gguf import converted, resolve_gguf
 
         source = model.removeprefix("gguf:")
-        out = workdir / "gguf" / hashlib.sha256(source.encode()).hexdigest()[:16]
-        if not (out / "config.json").exists():
-            gguf_to_hf(resolve_gguf(source), out)
-        return str(out), "gguf"
-    return model, "directory" if Path(model).exists() else "hub"
+        gguf = resolve_gguf(source)
+        out, digest = converted(gguf, workdir / "gguf")   # once per file content: package and path share it
+        label = model if source.startswith("package:") else f"gguf:{gguf.name} (sha256 {digest[:16]})"
+        return str(out), "gguf", label
+    if Path(model).exists():
+        return model, "directory", Path(model.rstrip("/")).name
+    return model, "hub", model
 
 
 def add_model(model: str, name: str | None, board_dir: Path, workdir: Path) -> Entry:
@@ -74,7 +76,7 @@ def add_model(model: str, name: str | None, board_dir: Path, workdir: Path) -> E
     if any(e.name == name for e in load_entries(board_dir)):
         raise FusebenchError(f"{name!r} is already on the board in {board_dir}. Give the new model another name "
                              "with --name.")
-    location, kind = _resolve_model(model, workdir)
+    location, kind, label = _resolve_model(model, workdir)
     corpora = rebuild_corpora(board, workdir)
     from fusebench.evaluate.api import evaluate_model   # heavy (torch, lm-eval): only when adding
 
@@ -84,7 +86,7 @@ def add_model(model: str, name: str | None, board_dir: Path, workdir: Path) -> E
                                 workdir=workdir / "eval", results_dir=workdir / "results", run_id="leaderboard",
                                 corpora=corpora, max_length=suite.max_length)
         manifests += [json.loads(s.manifest_path.read_text()) for s in result.suites]
-    entry = entry_from_manifests(board, name, model if kind != "directory" else Path(model).name, kind, manifests)
+    entry = entry_from_manifests(board, name, label, kind, manifests)
     write_entry(board_dir, entry)
     return entry
 

@@ -18,6 +18,8 @@ reach ... (OfflineModeIsEnabled)"). `load_dataset` offline falls back to dataset
 `HF_HOME/datasets/ORG___snake(NAME)/<config>/<version>/<hash>/` holding `snake(NAME)-<split>.arrow` (Arrow stream
 format, datasets' ArrowWriter) and a `dataset_info.json` whose `config_name` equals the folder name and whose
 `splits` list the split names. Any version/hash folder name is accepted; the most recently modified one wins.
+Prepared online, the hash folder is the dataset's commit sha; MultiPL-E is written under the commit fusebench's task
+YAMLs pin, which fusebench checks offline (fusebench/evaluate/revisions.py).
 """
 
 from __future__ import annotations
@@ -135,21 +137,23 @@ def _write_models(hf_home: Path, work: Path, docs: list[str], models: tuple[HubM
 
 # ---- datasets -----------------------------------------------------------------------------------------------
 
-def dataset_dir(hf_home: Path, repo_id: str, config: str) -> Path:
-    """Where `datasets` 5.x looks for a prepared copy of (repo_id, config) when the hub cannot be reached."""
+def dataset_dir(hf_home: Path, repo_id: str, config: str, commit: str = "fusebench") -> Path:
+    """Where `datasets` 5.x looks for a prepared copy of (repo_id, config) when the hub cannot be reached. Prepared
+    online, the last folder is the dataset's commit sha (the builder's hash; fusebench/evaluate/revisions.py)."""
     from datasets.naming import camelcase_to_snakecase
 
     org, name = repo_id.split("/")
-    return Path(hf_home) / "datasets" / f"{org}___{camelcase_to_snakecase(name)}" / config / "0.0.0" / "fusebench"
+    return Path(hf_home) / "datasets" / f"{org}___{camelcase_to_snakecase(name)}" / config / "0.0.0" / commit
 
 
-def write_dataset(hf_home: Path, repo_id: str, config: str, splits: dict[str, list[dict]], features) -> Path:
+def write_dataset(hf_home: Path, repo_id: str, config: str, splits: dict[str, list[dict]], features,
+                  commit: str = "fusebench") -> Path:
     """Write `splits` (split -> rows) as datasets' prepared cache of (repo_id, config), with datasets' own writer."""
     import datasets
     from datasets.arrow_writer import ArrowWriter
     from datasets.naming import camelcase_to_snakecase
 
-    out = dataset_dir(hf_home, repo_id, config)
+    out = dataset_dir(hf_home, repo_id, config, commit)
     out.mkdir(parents=True, exist_ok=True)
     prefix = camelcase_to_snakecase(repo_id.split("/")[1])
     split_dict = datasets.SplitDict(dataset_name=prefix)
@@ -222,7 +226,7 @@ def _write_datasets(hf_home: Path, docs: list[str], rows: int) -> None:
                  "label": str(i % 4)} for i, (q, opts) in enumerate(_mc_rows(docs, rows, 900 + 40 * s))]
         for s, split in enumerate(("train", "validation", "test"))}, hella)
     _write_bbh(hf_home, docs, rows)
-    _write_multipl_e(hf_home)
+    write_multipl_e(hf_home)
 
 
 def _write_bbh(hf_home: Path, docs: list[str], rows: int) -> None:
@@ -239,17 +243,27 @@ def _write_bbh(hf_home: Path, docs: list[str], rows: int) -> None:
              "target": f"({'ABCD'[i % 4]})"} for i, (q, opts) in enumerate(mine)]}, features)
 
 
-def _write_multipl_e(hf_home: Path) -> None:
+def multipl_e_pinned_revision() -> str:
+    """The MultiPL-E revision fusebench's task YAMLs pin (dataset_kwargs.revision)."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    path = Path(__file__).resolve().parents[1] / "tasks" / "multipl_e" / "_default_multipl_e_yaml"
+    return load_yaml(path, resolve_func=False)["dataset_kwargs"]["revision"]
+
+
+def write_multipl_e(hf_home: Path, commit: str | None = None, langs: tuple[str, ...] = MULTIPL_E_LANGS) -> None:
     """nuprl/MultiPL-E `humaneval-<lang>`: the rows of tests/multipl_e_rows.py (two HumanEval problems per language
-    in MultiPL-E's row format, with its column names and stop tokens)."""
+    in MultiPL-E's row format, with its column names and stop tokens), as if prepared online at `commit` (default:
+    the revision fusebench pins)."""
     from datasets import Features, List, Value
     from multipl_e_rows import rows  # tests/ is on sys.path under pytest
 
     features = Features({name: Value("string") for name in
                          ("name", "language", "prompt", "doctests", "original", "prompt_terminology", "tests")} |
                         {"stop_tokens": List(Value("string"))})
-    for lang in MULTIPL_E_LANGS:
-        write_dataset(hf_home, "nuprl/MultiPL-E", f"humaneval-{lang}", {"test": rows(lang)}, features)
+    for lang in langs:
+        write_dataset(hf_home, "nuprl/MultiPL-E", f"humaneval-{lang}", {"test": rows(lang)}, features,
+                      commit or multipl_e_pinned_revision())
 
 
 # ---- the whole cache ----------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ class Resolved:
     include_paths: list[Path] = field(default_factory=list)
     data: dict[str, od.DataFile] = field(default_factory=dict)  # lm-eval task -> packaged file
     builtin: list[str] = field(default_factory=list)            # names left to lm-eval's own index
+    revisions: dict[str, str] = field(default_factory=dict)     # lm-eval task -> revision of the pinned hub data
 
     def add_plan(self, plan) -> None:
         for benchmark, task in plan.tasks.items():
@@ -45,6 +46,8 @@ class Resolved:
                 self.tasks.append(task)
             if benchmark in plan.data:
                 self.data[task] = plan.data[benchmark]
+            if benchmark in plan.revisions:
+                self.revisions[task] = plan.revisions[benchmark]
         self.include_paths += [p for p in plan.include_paths if p not in self.include_paths]
 
 
@@ -129,7 +132,9 @@ def evaluate_tasks(model: str | Path, tasks: list[str], *, data: str = "packaged
         raise FusebenchError(f"unknown task(s) {', '.join(unknown)}: neither an lm-eval task or group (see "
                              "`lm_eval ls tasks`), a task under --include_path, nor a fusebench suite "
                              f"({', '.join(SUITES)}).")
+    from fusebench.evaluate.revisions import check_revisions, index_yaml_paths
 
+    resolved.revisions.update(check_revisions(index_yaml_paths(manager, resolved.builtin)))  # before the model loads
     handle = build_lm(model, backend=loader.get("backend", backend), batch_size=batch_size, device=device or
                       loader.get("device"), dtype=loader.get("dtype", dtype),
                       max_length=int(loader["max_length"]) if "max_length" in loader else max_length,
@@ -172,6 +177,7 @@ def _write_manifest(tracker, results: dict, *, model, weights, handle, resolved:
         "data_source": data, "tasks": {t: {"version": results.get("versions", {}).get(t), "data": files.get(t),
                                           "n_docs": results.get("n-samples", {}).get(t, {}).get("effective")}
                                        for t in resolved.tasks},
+        "dataset_revisions": resolved.revisions,  # pinned hub data: the revision read (fusebench/evaluate/revisions.py)
         "limit": limit, "seeds": dict(zip(("random", "numpy", "torch", "fewshot"), seeds)),
         "prompts_cut": dict(getattr(handle.lm, "fusebench_prompts_cut", {})),
         "packages": package_versions(), "git_commit": git_commit(),

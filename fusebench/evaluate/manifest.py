@@ -94,6 +94,8 @@ def build_manifest(*, suite: str, model: str | Path, model_name: str, weights_ha
             "n_docs": n_samples.get(task, {}).get("effective"),
             "data": None if data is None else {"path": str(data.path), "sha256": data.sha256(),
                                                "source": data.source, "split": data.split},
+            # the commit of the pinned hub data read (checked offline: fusebench/evaluate/revisions.py)
+            "dataset_revision": getattr(plan, "revisions", {}).get(benchmark),
         }
     return {
         "suite": suite, "run_id": run_id,

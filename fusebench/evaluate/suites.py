@@ -70,6 +70,7 @@ class TaskPlan:
     # the YAMLs they need by path, so only online plans that name built-in tasks pay for the index.
     uses_builtin_tasks: bool = False
     gen_kwargs: dict | None = None  # generation settings the suite wrote over its tasks' own (BBH's length)
+    revisions: dict[str, str] = field(default_factory=dict)  # benchmark -> revision of the pinned hub data read
 
 
 @dataclass(frozen=True)
@@ -275,18 +276,29 @@ def plan_suite(name: str, ctx: SuiteContext, only: tuple[str, ...] | None = None
                              f"HF_HUB_OFFLINE is set and {', '.join(missing)} is not in the local datasets cache. "
                              "Drop --online / use `data: packaged` for the packaged offline copies "
                              f"({', '.join(f'{t}_offline' for t in available[:2])}, ...), or unset those variables.")
+    if refuse_offline_hub and ctx.online:  # a pinned revision must be the data read, offline too
+        from fusebench.evaluate.revisions import check_revisions
+
+        used = check_revisions(task_yaml_paths(plan))
+        plan.revisions = {b: used[t] for b, t in plan.tasks.items() if t in used}
     return plan
+
+
+def task_yaml_paths(plan: TaskPlan) -> dict[str, Path]:
+    """lm-eval task -> its YAML file, as lm-eval indexes the plan's include paths."""
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_path=[str(p) for p in plan.include_paths], include_defaults=False)
+    entries = [manager.task_index.get(t) for t in plan.tasks.values()]
+    return {e.name: Path(e.yaml_path) for e in entries if e is not None and e.yaml_path is not None}
 
 
 def task_datasets(plan: TaskPlan) -> dict[str, str]:
     """lm-eval task -> the hub dataset (`dataset_path`, ORG/NAME) it reads, from its YAML as lm-eval resolves it;
     tasks over packaged files (json, arrow) are left out."""
-    from lm_eval.tasks import TaskManager
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    manager = TaskManager(include_path=[str(p) for p in plan.include_paths], include_defaults=False)
-    paths = {t: load_yaml(manager.task_index[t].yaml_path, resolve_func=False).get("dataset_path")
-             for t in plan.tasks.values() if t in manager.task_index}
+    paths = {t: load_yaml(path, resolve_func=False).get("dataset_path") for t, path in task_yaml_paths(plan).items()}
     return {t: p for t, p in paths.items() if p and "/" in p}
 
 

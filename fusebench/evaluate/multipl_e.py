@@ -50,6 +50,17 @@ def process_multipl_e(doc: dict, results: list[str]) -> dict[str, float]:
     return {"pass@1": _pass_at_1(lang.name, programs)}
 
 
+def check_revision(dataset):
+    """process_docs hook: the MultiPL-E rows lm-eval loaded are the pinned revision's (tasks/multipl_e/
+    _default_multipl_e_yaml), checked when the task loads, before any generation (fusebench/evaluate/revisions.py)."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    from fusebench.evaluate.revisions import require_loaded_revision
+
+    config = load_yaml(TASKS_DIR / "multipl_e" / "_default_multipl_e_yaml", resolve_func=False)
+    return require_loaded_revision(dataset, config["dataset_path"], config["dataset_kwargs"]["revision"])
+
+
 def process_humaneval(doc: dict, results: list[str]) -> dict[str, float]:
     """human-eval rows: prompt + completion, then the row's `check(candidate)` definition and a call to it."""
     stops = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")

@@ -104,3 +104,25 @@ def index_yaml_paths(manager, names: list[str]) -> dict[str, Path]:
             members = (entry.cfg or {}).get("task") or []
             todo += [m for m in (members if isinstance(members, list) else [members]) if isinstance(m, str)]
     return out
+
+
+def require_loaded_revision(dataset, repo: str, pinned: str):
+    """`dataset` (a datasets.Dataset lm-eval loaded) unchanged when it was read from the prepared copy of `repo` at
+    commit `pinned`, or from anything but `repo`'s prepared copy (a local file); a copy of another commit raises.
+    At load time this also catches what the pre-check cannot: online, a failed hub request makes `datasets` fall back
+    to its cache without a word."""
+    from datasets.naming import camelcase_to_snakecase
+
+    files = [Path(f["filename"]) for f in getattr(dataset, "cache_files", [])]
+    org, _, name = repo.partition("/")
+    for folder in {f.parent for f in files}:
+        if len(folder.parents) < 3 or folder.parents[2].name != f"{org}___{camelcase_to_snakecase(name)}":
+            continue
+        if folder.name != pinned:
+            raise FusebenchError(
+                f"the rows of {repo} ({folder.parents[1].name}) were read from the copy prepared from revision "
+                f"{folder.name} ({folder}), not from the pinned revision {pinned}: `datasets` reads the newest "
+                "cached copy when it is offline or cannot reach the hub, whatever the revision asked for. Prepare "
+                f"the pinned revision once online (`datasets.load_dataset({repo!r}, {folder.parents[1].name!r}, "
+                f"revision={pinned!r})`) and delete the folder of {folder.name} from the cache.")
+    return dataset

@@ -92,6 +92,12 @@ def test_the_pinned_revision_is_accepted_and_recorded_in_the_manifest(datasets_c
     assert manifest["tasks"]["py"]["dataset"] == "nuprl/MultiPL-E"
     assert manifest["tasks"]["py"]["dataset_revision"] == PINNED
     assert manifest["tasks"]["py"]["n_docs"] == 1
+    # lm_eval's spelling writes it into its manifest too
+    assert fusebench_main(["eval", str(tiny_llama_dir), "--tasks", "multipl_e_py", "--data", "hub", "--limit", "1",
+                           "--include_path", str(REPO / "tasks" / "multipl_e"), "--workdir", str(tmp_path / "w2"),
+                           "--output_path", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    (written,) = (tmp_path / "out").rglob("manifest_*.json")
+    assert json.loads(written.read_text())["dataset_revisions"] == {"multipl_e_py": PINNED}
 
 
 def test_lm_eval_loading_another_revision_is_refused_when_the_task_loads(datasets_cache):

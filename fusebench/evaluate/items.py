@@ -16,8 +16,9 @@ from __future__ import annotations
 import gzip
 import json
 import math
-import os
 from pathlib import Path
+
+from fusebench.evaluate.offline_data import write_atomic
 
 FORMAT = 1
 SUFFIX = ".items.json.gz"
@@ -61,12 +62,7 @@ def item_records(samples: dict) -> dict:
 def write_items(items: dict, path: Path) -> Path:
     """Gzipped JSON, written atomically (a reader sees the old file or the new one); mtime 0 keeps the bytes
     identical for identical scores."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = gzip.compress(json.dumps(items, separators=(",", ":")).encode(), mtime=0)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, gzip.compress(json.dumps(items, separators=(",", ":")).encode(), mtime=0))
 
 
 def read_items(path: Path) -> dict:

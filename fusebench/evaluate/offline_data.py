@@ -140,11 +140,12 @@ def render_template(template: Path, out: Path, **values: str) -> Path:
     return write_atomic(out, render_text(template, **values))
 
 
-def write_atomic(path: Path, text: str) -> Path:
-    """Write `text` to `path` so that a concurrent reader sees the old file or the new one, never a part of it:
-    every rank that evaluates renders the same task YAMLs into the shared workdir while others read them."""
+def write_atomic(path: Path, data: str | bytes) -> Path:
+    """Write `data` (text as UTF-8) to `path` so that a concurrent reader sees the old file or the new one, never a
+    part of it: every rank that evaluates renders the same task YAMLs into the shared workdir while others read them.
+    The temporary name is per process, so two writers never share (and rename away) one temporary file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
     os.replace(tmp, path)
     return path

@@ -48,6 +48,27 @@ def test_unknown_mode_is_refused_and_runs_nothing(monkeypatch, leaves_nothing):
         assert not marker.exists()
 
 
+def test_bwrap_without_libseccomp_refuses_to_run(monkeypatch):
+    # libseccomp cannot be uninstalled on a shared machine: its absence is simulated where the filter loads it.
+    # bwrap never runs without its filter; `auto` then takes the next engine (the unshare fallback, which never
+    # had one: its manifests record seccomp false) or refuses.
+    from fusebench.sandbox import seccomp
+    monkeypatch.setattr(seccomp, "LIBRARY", "libseccomp-fusebench-missing.so.2")
+    seccomp.program.cache_clear()
+    clear_cache()
+    try:
+        with pytest.raises(SandboxError, match="seccomp filter cannot be built.*install libseccomp2"):
+            resolve("bwrap")
+        with pytest.raises(SandboxError, match="libseccomp"):
+            run(["true"], limits=SMALL, mode="bwrap")
+        assert resolve("auto") != "bwrap"
+    except SandboxError as exc:  # auto refusing is fine too, as long as it says why
+        assert "libseccomp" in str(exc)
+    finally:
+        seccomp.program.cache_clear()
+        clear_cache()
+
+
 def test_root_without_setpriv_refuses_the_fallback(monkeypatch):
     # setpriv cannot be uninstalled on a shared machine: its absence is simulated where the engine looks for it.
     monkeypatch.setattr(unshare_engine, "executables", lambda: ("/usr/bin/unshare", None))
@@ -223,8 +244,9 @@ def test_unsandboxed_results_are_marked_in_the_manifest(mode):
                          text=True, timeout=120, cwd=REPO)
     before, after = json.loads(out.stdout.splitlines()[-1])
     if mode == "rlimits":
-        assert after == {"requested": "rlimits", "modes_used": ["rlimits"], "unsandboxed": True}
+        assert after == {"requested": "rlimits", "modes_used": ["rlimits"], "unsandboxed": True, "seccomp": False}
         assert "UNSANDBOXED" in out.stderr
     else:
         assert before["unsandboxed"] is False
-        assert after == {"requested": "auto", "modes_used": [resolve("auto")], "unsandboxed": False}
+        assert after == {"requested": "auto", "modes_used": [resolve("auto")], "unsandboxed": False,
+                         "seccomp": resolve("auto") == "bwrap"}

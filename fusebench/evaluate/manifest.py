@@ -18,7 +18,7 @@ from pathlib import Path
 from fusebench.environment import environment
 from fusebench.evaluate.offline_data import write_atomic
 from fusebench.environment import package_versions as environment_package_versions
-from fusebench.sandbox import UNSANDBOXED, modes_used, requested
+from fusebench.sandbox import SECCOMP_FILTERED, UNSANDBOXED, modes_used, requested
 
 PACKAGES = ("torch", "transformers", "lm_eval", "datasets", "tokenizers", "accelerate", "fusebench")
 
@@ -74,10 +74,12 @@ def git_commit() -> str | None:
 
 
 def code_sandbox_record() -> dict:
-    """How generated code was run in this process: `unsandboxed` is true when the weaker mode was named or used."""
+    """How generated code was run in this process: `unsandboxed` is true when the weaker mode was named or used;
+    `seccomp` is true when every program ran under the syscall filter (the bwrap engine's)."""
     used = modes_used()
     return {"requested": requested(), "modes_used": used,
-            "unsandboxed": requested() in UNSANDBOXED or any(m in UNSANDBOXED for m in used)}
+            "unsandboxed": requested() in UNSANDBOXED or any(m in UNSANDBOXED for m in used),
+            "seccomp": bool(used) and all(m in SECCOMP_FILTERED for m in used)}
 
 
 def build_manifest(*, suite: str, model: str | Path, model_name: str, weights_hash: str | None, run_id: str,

@@ -7,13 +7,15 @@
 Engines (`mode.py`): bubblewrap (`bwrap.py`, preferred), the unshare fallback (`unshare.py`, root only) and the
 weaker `rlimits` mode that runs only when named and marks its results `unsandboxed`. Unknown modes, root without
 `setpriv` for the fallback, or no isolation at all raise `SandboxError` (exit 2) instead of running the code.
-Per-run cgroups (`cgroups.py`) cap memory, processes and CPU of the whole tree; `supervise.py` holds `run`, which
-starts the engine and judges how the run ended.
+bwrap runs the program under a seccomp filter (`seccomp.py`: ptrace, keyctl, bpf, io_uring, mount... refused
+with EPERM). Per-run cgroups (`cgroups.py`) cap memory, processes and CPU of the whole tree; `supervise.py` holds
+`run`, which starts the engine and judges how the run ended.
 """
 
 from fusebench.sandbox.mode import ENV, requested, resolve
 from fusebench.sandbox.supervise import UID_BASE, UID_COUNT, modes_used, run, uids_used
-from fusebench.sandbox.types import MODES, SYSTEM_PATH, UNSANDBOXED, WORK_DIR, Limits, Result, SandboxError, Status
+from fusebench.sandbox.types import (MODES, SECCOMP_FILTERED, SYSTEM_PATH, UNSANDBOXED, WORK_DIR, Limits, Result,
+                                     SandboxError, Status)
 
-__all__ = ["ENV", "MODES", "SYSTEM_PATH", "UID_BASE", "UID_COUNT", "UNSANDBOXED", "WORK_DIR", "Limits", "Result",
-           "SandboxError", "Status", "modes_used", "requested", "resolve", "run", "uids_used"]
+__all__ = ["ENV", "MODES", "SECCOMP_FILTERED", "SYSTEM_PATH", "UID_BASE", "UID_COUNT", "UNSANDBOXED", "WORK_DIR",
+           "Limits", "Result", "SandboxError", "Status", "modes_used", "requested", "resolve", "run", "uids_used"]

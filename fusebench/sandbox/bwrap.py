@@ -9,6 +9,8 @@ world-readable (shadow, gshadow...) are covered by /dev/null; fresh /proc and a 
 only a size-capped tmpfs on /tmp (holding the work dir, filled from memfds) and one on /dev/shm (bwrap's own
 tmpfs root is remounted read-only once the mounts are made). Nothing it writes
 reaches the host's disk, and every process dies with the PID namespace when the program exits or bwrap dies.
+A seccomp filter (`seccomp.py`) refuses syscalls a test program never needs (ptrace, keyctl, bpf, io_uring,
+mount, unshare, TIOCSTI...) with EPERM and kills any non-native-ABI syscall; without libseccomp this engine refuses.
 
 Status travels out of band: bwrap writes `{"exit-code": N}` to a pipe only the evaluator holds
 (`--json-status-fd`), and a one-byte marker is written by the trusted launcher line inside the sandbox just before
@@ -59,13 +61,15 @@ def _root_filesystem() -> list[str]:
 
 
 def command(argv: list[str], *, uid: int, limits: Limits, file_fds: dict[str, int], status_fd: int,
-            ready_fd: int) -> list[str]:
-    """The bwrap command line that runs `argv` in WORK_DIR holding `file_fds` (relative name -> readable fd)."""
+            ready_fd: int, seccomp_fd: int) -> list[str]:
+    """The bwrap command line that runs `argv` in WORK_DIR holding `file_fds` (relative name -> readable fd),
+    under the seccomp filter read from `seccomp_fd` (`seccomp.program()`)."""
     exe = executable()
     assert exe is not None, "callers check engine availability first"
     args = [exe, "--unshare-all", "--unshare-user", "--disable-userns", "--uid", str(uid), "--gid", str(uid),
             "--cap-drop", "ALL", "--die-with-parent", "--new-session", "--hostname", "sandbox",
-            "--json-status-fd", str(status_fd), *_root_filesystem(), "--proc", "/proc", "--dev", "/dev",
+            "--json-status-fd", str(status_fd), "--seccomp", str(seccomp_fd), *_root_filesystem(),
+            "--proc", "/proc", "--dev", "/dev",
             "--size", str(limits.shm_bytes), "--perms", "1777", "--tmpfs", "/dev/shm",
             "--size", str(limits.disk_bytes), "--perms", "1777", "--tmpfs", "/tmp",
             "--perms", "0700", "--dir", WORK_DIR]

@@ -16,7 +16,7 @@ import functools
 import os
 import subprocess
 
-from fusebench.sandbox import bwrap, unshare
+from fusebench.sandbox import bwrap, seccomp, unshare
 from fusebench.sandbox.types import MODES, SandboxError
 
 ENV = "FUSEBENCH_SANDBOX_MODE"
@@ -60,6 +60,8 @@ def _resolve(name: str) -> str:
 def _bwrap_problem() -> str | None:
     if bwrap.executable() is None:
         return "bubblewrap (`bwrap`) is not installed"
+    if (why := seccomp.problem()) is not None:  # never bwrap without its filter
+        return why
     from fusebench.sandbox.supervise import probe  # the real engine on a trivial program
     detail = probe("bwrap")
     return None if detail is None else f"bubblewrap does not work here: {detail}"

@@ -25,7 +25,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from fusebench.sandbox import bwrap, cgroups, unshare
+from fusebench.sandbox import bwrap, cgroups, seccomp, unshare
 from fusebench.sandbox.mode import resolve
 from fusebench.sandbox.types import SYSTEM_PATH, WORK_DIR, Limits, Result, SandboxError, Status
 
@@ -117,11 +117,14 @@ def _run(engine: str, argv: list[str], files: dict[str, str | bytes], limits: Li
             fds += file_fds.values()
             inside_uid = uid if uid is not None else os.getuid()
             if engine == "bwrap":
+                filter_fd = _memfd("seccomp", seccomp.program())
+                fds.append(filter_fd)
                 cmd = bwrap.command(argv, uid=inside_uid, limits=limits, file_fds=file_fds, status_fd=status_w,
-                                    ready_fd=ready_w)
+                                    ready_fd=ready_w, seccomp_fd=filter_fd)
             else:
                 cmd = unshare.command(argv, uid=inside_uid, limits=limits, file_fds=file_fds, ready_fd=ready_w)
-            cwd, inside, passed = "/", WORK_DIR, (ready_w, status_w, *file_fds.values())
+            # the pipes' write ends, the files' memfds and (bwrap) the filter's: everything opened after the pipes
+            cwd, inside, passed = "/", WORK_DIR, (ready_w, status_w, *fds[4:])
         clean_env = {"PATH": SYSTEM_PATH, "HOME": inside, "TMPDIR": inside, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
                      **env}
         # the namespaces engine drops uid itself (setpriv), after its root-only mounts

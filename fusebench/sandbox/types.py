@@ -11,6 +11,7 @@ Status = Literal["passed", "failed", "timeout", "killed", "error"]
 Mode = Literal["bwrap", "namespaces", "rlimits"]
 MODES: tuple[str, ...] = ("bwrap", "namespaces", "rlimits")
 UNSANDBOXED: tuple[str, ...] = ("rlimits",)  # modes that only limit resources: results carry `unsandboxed`
+SECCOMP_FILTERED: tuple[str, ...] = ("bwrap",)  # engines whose programs run under the seccomp filter
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 WORK_DIR = "/tmp/work"  # the program's working directory (and HOME, TMPDIR) inside the sandbox
 GiB, MiB = 1 << 30, 1 << 20

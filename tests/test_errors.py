@@ -158,3 +158,110 @@ def test_resume_reads_the_history_saved_with_its_checkpoint_not_a_half_written_l
     history = train(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), seqs, settings, resume, 0)
     assert [h["step"] for h in history] == [0, 1, 2, 3]
     assert [h["loss"] for h in history] == pytest.approx([h["loss"] for h in full], rel=1e-5)
+
+
+# --- issue 18: recipes whose model graph loops, alias bombs, fusion that would be ignored, a file given as a model
+
+def _smoke_with(tmp_path: Path, mutate) -> Path:
+    import yaml
+
+    data = yaml.safe_load(SMOKE.read_text())
+    mutate(data)
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("mutate, cycle", [
+    (lambda d: d["models"]["kd"].update(teachers=["kd"]), "kd -> kd (teachers)"),                     # own teacher
+    (lambda d: d["models"]["target"].update(init="clm", arch=None, tokenizer=None, size=None),          # mutual init
+     "clm -> target (init) -> clm (init)"),
+    (lambda d: d["models"]["ensemble"].update(ensemble=["expert_legal", "ensemble"]), "ensemble -> ensemble"),
+    (lambda d: d["models"]["merged"]["merge"].update(models=["expert_legal", "kd"])
+     or d["models"]["kd"].update(init="merged"), "kd -> merged (init) -> kd (merge)"),
+])
+def test_a_model_that_depends_on_itself_names_the_cycle(capsys, tmp_path, mutate, cycle):
+    """Before: RecursionError, 3001 lines of traceback."""
+    recipe = _smoke_with(tmp_path, mutate)
+    _fails(capsys, ["plan", str(recipe), "--workdir", str(tmp_path / "w")], str(recipe), cycle, "depends on itself")
+
+
+def test_run_refuses_a_cycle_before_any_work(capsys, tmp_path):
+    recipe = _smoke_with(tmp_path, lambda d: d["models"]["kd"].update(teachers=["kd"]))
+    _fails(capsys, ["run", str(recipe), "--workdir", str(tmp_path / "w"), "--results", str(tmp_path / "r"),
+                    "--reports", str(tmp_path / "p")], "kd -> kd")
+    assert not (tmp_path / "w" / "cache").exists()
+
+
+LAUGHS = """\
+a: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+name: bomb
+models: {}
+"""
+
+
+def test_billion_laughs_recipe_is_refused_without_expanding_it(tmp_path):
+    """342 bytes that expand to 9^9 strings. Before: MemoryError after 93 s. Run in a child process with its memory
+    capped, so a regression fails this test instead of the machine."""
+    import resource
+
+    assert len(LAUGHS) < 400
+    recipe = tmp_path / "bomb.yaml"
+    recipe.write_text(LAUGHS)
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
+
+    proc = subprocess.run([sys.executable, "-m", "fusebench.cli", "plan", str(recipe), "--workdir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, preexec_fn=cap,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert str(recipe) in proc.stderr and "alias" in proc.stderr
+
+
+@pytest.mark.parametrize("text, says", [
+    ("a: &a [" + ", ".join(["x"] * 50) + "]\n" + "b: &b [" + ", ".join(["*a"] * 50) + "]\n"
+     + "c: [" + ", ".join(["*b"] * 50) + "]\nname: n\nmodels: {}\n", "alias"),   # 125 000 strings: refused, not slow
+    ("a: &a [1, *a]\nname: n\nmodels: {}\n", "inside its own anchor"),                # an alias inside itself
+    ("name: n\nmodels: {}\nx: " + "[" * 5000 + "]" * 5000 + "\n", "nested"),      # deeper than Python recurses
+])
+def test_yaml_that_expands_past_the_bound_or_loops_is_one_paragraph(capsys, tmp_path, text, says):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(text)
+    _fails(capsys, ["plan", str(recipe), "--workdir", str(tmp_path / "w")], str(recipe), says)
+
+
+def test_an_override_value_is_bounded_too(capsys, tmp_path):
+    value = "[" + ", ".join(["&a [" + ", ".join(["x"] * 60) + "]"] + ["*a"] * 3000) + "]"
+    _fails(capsys, ["plan", str(SMOKE), f"description={value}", "--workdir", str(tmp_path / "w")],
+           "override", "alias")
+
+
+def test_fusion_without_teachers_is_refused_not_trained_as_clm(capsys, tmp_path):
+    """Before: `role: baseline`, `teachers: []` and a `fusion:` block trained silently as plain CLM."""
+    recipe = _smoke_with(tmp_path, lambda d: d["models"]["kd"].update(teachers=[]))
+    _fails(capsys, ["plan", str(recipe), "--workdir", str(tmp_path / "w")], str(recipe), "models.kd",
+           "`fusion:`", "teachers", "CLM")
+
+
+def test_eval_of_a_text_file_says_what_it_is_and_what_a_model_directory_holds(capsys, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a model\n")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "test.jsonl").write_text(json.dumps({"text": "hello world"}) + "\n")
+    _fails(capsys, ["eval", str(notes), "--corpus", f"c={corpus}", "--workdir", str(tmp_path / "w"), "--results", str(tmp_path / "r")],
+           str(notes), "is a file", "not a model directory", "config.json", "safetensors")
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF\x03\x00\x00\x00")
+    _fails(capsys, ["eval", str(gguf), "--corpus", f"c={corpus}", "--workdir", str(tmp_path / "w"), "--results", str(tmp_path / "r")],
+           "gguf:")

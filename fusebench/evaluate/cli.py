@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 
 from fusebench.errors import FusebenchError
+from fusebench.names import check_name
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -59,7 +60,7 @@ def _corpora(specs: list[str] | None) -> dict[str, Path]:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
             raise FusebenchError(f"--corpus {spec!r} is not NAME=DIR (e.g. --corpus legal=runs/tiny/corpora/legal).")
-        corpora[name] = Path(path)
+        corpora[check_name(name, "--corpus")] = Path(path)   # NAME names a rendered task file
     return corpora
 
 
@@ -72,6 +73,9 @@ def _batch_size(value: str) -> int | str:
 
 
 def main(args: argparse.Namespace) -> int:
+    for flag, value in (("--name", args.name), ("--run-id", args.run_id)):   # folder names in the results store
+        if value is not None:
+            check_name(value, flag)
     data = "hub" if args.online else (args.data or "packaged")
     if args.tasks or args.output_path:
         return _harness(args, data)

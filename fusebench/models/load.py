@@ -65,6 +65,8 @@ def check_source(path_or_id: str | Path) -> None:
                                  "*.bin files can run code). Re-save with model.save_pretrained(dir, "
                                  "safe_serialization=True).")
         return
+    if path.exists():   # a file (or socket, fifo...) where a model directory was expected
+        raise FusebenchError(_not_a_model_directory(path))
     looks_local = str(path_or_id).startswith((".", "/", "~")) or path.suffix in (".json", ".safetensors")
     if looks_local or str(path_or_id).count("/") > 1:
         raise FusebenchError(f"model {str(path_or_id)!r} does not exist: it is neither an existing directory nor a "
@@ -73,6 +75,25 @@ def check_source(path_or_id: str | Path) -> None:
         raise FusebenchError(f"model {path_or_id!r} is not a local directory and HF_HUB_OFFLINE=1 forbids the hub. "
                              "Download it once with network (huggingface-cli download) or pass a local directory; "
                              "offline, fusebench.models.gguf.smollm2_dir() gives a real pretrained model.")
+
+
+def _not_a_model_directory(path: Path) -> str:
+    """What `path` is, said plainly, and what a model directory holds instead."""
+    need = ("A model is a directory as save_pretrained writes it: config.json, the tokenizer files and *.safetensors "
+            "weights. Give that directory (or a hub id).")
+    if not path.is_file():
+        return f"{path} is not a model directory (it is not even a regular file). {need}"
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    size = f"{path.stat().st_size:,} bytes"
+    if head.startswith(b"GGUF"):
+        return (f"{path} is a GGUF checkpoint ({size}), not a model directory. fusebench converts GGUF files to a "
+                f"model directory when they come as `gguf: {path}` in a recipe or `fusebench leaderboard add "
+                f"gguf:{path}`. {need}")
+    if path.suffix in (".safetensors", ".json", ".bin"):
+        return f"{path} is a file of a model ({size}), not a model directory. Give the directory holding it. {need}"
+    kind = "a binary file" if b"\0" in head else "a text file"
+    return f"{path} is a file ({kind}, {size}), not a model directory. {need}"
 
 
 def _local(path_or_id: str | Path, revision: str | None, trust_remote_code: bool) -> str | Path:

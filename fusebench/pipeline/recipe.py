@@ -21,8 +21,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from fusebench import safe_yaml
 from fusebench.errors import FusebenchError
 from fusebench.models.build import ARCHITECTURES, ModelSize
+from fusebench.names import Name
 
 
 class Strict(BaseModel):
@@ -170,6 +172,10 @@ class ModelSpec(Strict):
             raise ValueError("`revision` names a version of a hub model: it needs `path: ORG/NAME`")
         if self.teachers and not self.init:
             raise ValueError("`teachers` only make sense with `init` (continual training of a target)")
+        if self.fusion and not self.teachers:   # the graph reads `fusion` only with teachers: it would be plain CLM
+            raise ValueError("`fusion:` is set but `teachers` is empty, so this model would train as plain CLM and "
+                             "the fusion settings would be ignored. Name the teachers to fuse, or remove `fusion:` "
+                             "for a CLM baseline")
         return self
 
 
@@ -218,12 +224,13 @@ class EvaluateSpec(Strict):
 
 
 class Recipe(Strict):
-    name: str
+    # these names become folder names (runs/<recipe>/, models/<name>, results/<run>/<model>/): fusebench.names
+    name: Name
     description: str = ""
     seed: int = 0
-    corpora: dict[str, CorpusSpec] = {}
-    tokenizers: dict[str, TokenizerSpec] = {}
-    models: dict[str, ModelSpec]
+    corpora: dict[Name, CorpusSpec] = {}
+    tokenizers: dict[Name, TokenizerSpec] = {}
+    models: dict[Name, ModelSpec]
     evaluate: EvaluateSpec | None = None
     report: bool = True
     # train every seed-dependent model once per seed (graph.py: `seed_dependent`); empty = one run, as written.
@@ -266,7 +273,47 @@ class Recipe(Strict):
                     check("model", n, self.models, f"evaluate.{key}")
             for c in self.evaluate.perplexity_corpora:
                 check("corpus", c, self.corpora, "evaluate.perplexity_corpora")
+        cycle = _model_cycle(self.models)
+        if cycle:
+            raise ValueError(f"model {cycle[0][0]!r} depends on itself: "
+                             + " -> ".join([cycle[0][0]] + [f"{m} ({key})" for m, key in cycle[1:]])
+                             + ". A model can only be built from models built before it; break the loop")
         return self
+
+
+def _model_inputs(m: ModelSpec) -> list[tuple[str, str]]:
+    """(model, key) for every model `m` is built from."""
+    merged = (m.merge.models + ([m.merge.base] if m.merge.base else [])) if m.merge else []
+    return ([(m.init, "init")] if m.init else []) + [(t, "teachers") for t in m.teachers] \
+        + [(e, "ensemble") for e in m.ensemble or []] + [(x, "merge") for x in merged]
+
+
+def _model_cycle(models: dict[str, ModelSpec]) -> list[tuple[str, str]] | None:
+    """The first loop among the models, as [(start, ""), (next, key naming it), ..., (start, key)], or None.
+    Depth-first from each model in recipe order; iterative, so a long chain cannot overflow the stack."""
+    state: dict[str, str] = {}             # "open" while on the current path, "done" once fully explored
+    for root in models:
+        if root in state:
+            continue
+        path: list[tuple[str, str]] = [(root, "")]
+        todo = [iter(_model_inputs(models[root]))]
+        state[root] = "open"
+        while todo:
+            nxt = next(todo[-1], None)
+            if nxt is None:
+                state[path.pop()[0]] = "done"
+                todo.pop()
+                continue
+            name, key = nxt
+            if name not in models or state.get(name) == "done":
+                continue
+            if state.get(name) == "open":
+                start = [n for n, _ in path].index(name)
+                return [(name, "")] + path[start + 1:] + [(name, key)]
+            state[name] = "open"
+            path.append((name, key))
+            todo.append(iter(_model_inputs(models[name])))
+    return None
 
 
 # --- loading -----------------------------------------------------------------------------------------------------
@@ -289,7 +336,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if path.resolve() in seen:
         raise FusebenchError(f"recipe {path}: `include` loops back to itself ({' -> '.join(map(str, seen))}).")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = safe_yaml.load(path.read_text(encoding="utf-8"), f"recipe {path}") or {}
     except UnicodeDecodeError as err:
         line = path.read_bytes()[:err.start].count(b"\n") + 1
         raise FusebenchError(f"recipe {path} is not UTF-8 text: byte {err.object[err.start]:#04x} on line {line} "
@@ -314,7 +361,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise FusebenchError(f"override {text!r} is not of the form key.path=value (e.g. train.lr=2e-5).")
     key, value = text.split("=", 1)
     try:
-        return key.strip().split("."), yaml.safe_load(value)
+        return key.strip().split("."), safe_yaml.load(value, f"override {text!r}")
     except yaml.YAMLError as err:
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise FusebenchError(f"override {text!r}: the value {value!r} is not valid YAML ({problem}). Close its "
@@ -337,6 +384,8 @@ def _format_error(path: Path, err: ValidationError) -> str:
     lines = [f"recipe {path} is invalid:"]
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
+        if e["loc"][-1:] == ("[key]",):   # a bad dict key (a model's name): say "models key 'x'", not "models.x.[key]"
+            loc = f"{'.'.join(str(p) for p in e['loc'][:-2])} key {e['loc'][-2]!r}"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             parent = _fields_at(e["loc"][:-1])

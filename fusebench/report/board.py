@@ -22,7 +22,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from fusebench import safe_yaml
 from fusebench.errors import FusebenchError
+from fusebench.names import Name
 
 BOARD_DIR = Path("results") / "leaderboard"
 RANKING = ("mean of normalised scores (Open LLM Leaderboard): each task scaled so its random baseline is 0 and a "
@@ -53,7 +55,7 @@ class BoardSuite(_Strict):
     best: float                   # the best possible score (normalises to 100)
     limit: int | None = None      # lm-eval's --limit the entries are scored with
     max_length: int | None = None  # the scoring context (tokens); part of the protocol
-    tasks: dict[str, BoardTask]
+    tasks: dict[Name, BoardTask]      # each task's corpus is rendered to <task>.yaml
 
 
 class Board(_Strict):
@@ -80,7 +82,7 @@ class Entry(_Strict):
 def load_board(directory: Path) -> Board:
     path = directory / "board.yaml"
     try:
-        return Board.model_validate(yaml.safe_load(path.read_text()))
+        return Board.model_validate(safe_yaml.load(path.read_text(), f"board file {path}"))
     except FileNotFoundError:
         raise FusebenchError(f"{path} does not exist: the leaderboard needs its board file (suites, tasks, data "
                              "hashes). Restore it from git, or point --board at a directory holding one.") from None

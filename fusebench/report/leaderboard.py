@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 from fusebench.errors import FusebenchError
+from fusebench.names import check_name, name_problem
 from fusebench.report.board import (BOARD_DIR, Board, Entry, entry_from_manifests, load_board, load_entries, ranked,
                                     write_entry)
 
@@ -67,12 +68,14 @@ def _resolve_model(model: str, workdir: Path) -> tuple[str, str, str]:
 
 
 def add_model(model: str, name: str | None, board_dir: Path, workdir: Path) -> Entry:
+    # the name is a folder of the workdir's results and the entry's file name: checked before any work
+    name = check_name(name, "--name") if name is not None else \
+        check_name(Path(model.rstrip("/")).name, f"the name taken from {model!r} (no --name given),")
     if not model.startswith("gguf:"):  # a missing path says so first, not later as a complaint about corpora
         from fusebench.models.load import check_source
 
         check_source(model)
     board = load_board(board_dir)
-    name = name or Path(model.rstrip("/")).name
     if any(e.name == name for e in load_entries(board_dir)):
         raise FusebenchError(f"{name!r} is already on the board in {board_dir}. Give the new model another name "
                              "with --name.")
@@ -108,6 +111,10 @@ def sync(board_dir: Path, results: Path) -> tuple[list[str], list[str]]:
         for model_dir in sorted(p for p in run_dir.iterdir() if p.is_dir()):
             name = f"{recipe}/{model_dir.name}"
             if name in known:
+                continue
+            problem = name_problem(recipe) or name_problem(model_dir.name)   # run.json is a file anyone can edit
+            if problem:
+                refused.append(f"{name}: the recipe or model name cannot be an entry's file name ({problem})")
                 continue
             per_seed = _model_manifests(model_dir)
             manifests = [m for _, ms in per_seed for m in ms]

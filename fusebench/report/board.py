@@ -82,7 +82,8 @@ class Entry(_Strict):
 def load_board(directory: Path) -> Board:
     path = directory / "board.yaml"
     try:
-        return Board.model_validate(safe_yaml.load(path.read_text(), f"board file {path}"))
+        text = safe_yaml.read_bounded(path, f"board file {path}").decode("utf-8")
+        return Board.model_validate(safe_yaml.load(text, f"board file {path}"))
     except FileNotFoundError:
         raise FusebenchError(f"{path} does not exist: the leaderboard needs its board file (suites, tasks, data "
                              "hashes). Restore it from git, or point --board at a directory holding one.") from None

@@ -315,3 +315,17 @@ def test_a_recipe_that_never_ends_is_refused_after_a_bounded_read(tmp_path, wher
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and "/dev/zero" in proc.stderr and "larger than" in proc.stderr
+
+
+def test_a_chain_of_models_deeper_than_the_builder_recurses_is_a_recipe_error(capsys, tmp_path):
+    """2 000 models, each the continual training of the one before: RecursionError before."""
+    import yaml
+
+    models = {"m0": {"arch": "llama", "tokenizer": "t", "size": {"hidden": 8, "layers": 1, "heads": 2},
+                     "train": {"corpus": "c", "steps": 1}}}
+    models.update({f"m{i}": {"init": f"m{i - 1}", "train": {"corpus": "c", "steps": 1}} for i in range(1, 2000)})
+    recipe = tmp_path / "chain.yaml"
+    recipe.write_text(yaml.safe_dump({"name": "chain", "corpora": {"c": {"kind": "tiny_world", "domain": "general"}},
+                                      "tokenizers": {"t": {"kind": "bpe", "vocab_size": 100, "corpus": "c"}},
+                                      "models": models}))
+    _fails(capsys, ["plan", str(recipe), "--workdir", str(tmp_path / "w")], str(recipe), "more than 100 models")

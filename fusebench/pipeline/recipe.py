@@ -25,6 +25,7 @@ from fusebench import safe_yaml
 from fusebench.errors import FusebenchError
 from fusebench.models.build import ARCHITECTURES, ModelSize
 from fusebench.names import Name
+from fusebench.pipeline.dependencies import check_model_graph
 
 
 class Strict(BaseModel):
@@ -287,64 +288,8 @@ class Recipe(Strict):
                     check("model", n, self.models, f"evaluate.{key}")
             for c in self.evaluate.perplexity_corpora:
                 check("corpus", c, self.corpora, "evaluate.perplexity_corpora")
-        _check_model_graph(self.models)
+        check_model_graph(self.models)
         return self
-
-
-def _model_inputs(m: ModelSpec) -> list[tuple[str, str]]:
-    """(model, key) for every model `m` is built from."""
-    merged = (m.merge.models + ([m.merge.base] if m.merge.base else [])) if m.merge else []
-    return ([(m.init, "init")] if m.init else []) + [(t, "teachers") for t in m.teachers] \
-        + [(e, "ensemble") for e in m.ensemble or []] + [(x, "merge") for x in merged]
-
-
-MAX_MODEL_DEPTH = 100   # models built from models built from ...: the paper's deepest chain is 3
-
-
-def _check_model_graph(models: dict[str, ModelSpec]) -> None:
-    """A loop among the models (`kd -> kd (teachers)`), or a chain deeper than the graph builder can recurse, is a
-    ValueError naming it (before: RecursionError, 3001 lines)."""
-    def chain(steps: list[tuple[str, str]]) -> str:
-        return " -> ".join([steps[0][0]] + [f"{m} ({key})" for m, key in steps[1:]])
-
-    found = _first_loop_or_deep_chain(models)
-    if found and found[0][0] == found[-1][0]:
-        raise ValueError(f"model {found[0][0]!r} depends on itself: {chain(found)}. A model can only be built from "
-                         "models built before it; break the loop")
-    if found:
-        raise ValueError(f"model {found[0][0]!r} is built through a chain of more than {MAX_MODEL_DEPTH} models "
-                         f"({chain(found[:3])} -> ... -> {found[-1][0]}); fusebench builds at most "
-                         f"{MAX_MODEL_DEPTH} generations. Shorten the chain")
-
-
-def _first_loop_or_deep_chain(models: dict[str, ModelSpec]) -> list[tuple[str, str]] | None:
-    """The first loop among the models, as [(start, ""), (next, key naming it), ..., (start, key)], or a path longer
-    than MAX_MODEL_DEPTH, or None. Depth-first from each model in recipe order; iterative, so it never overflows."""
-    state: dict[str, str] = {}             # "open" while on the current path, "done" once fully explored
-    for root in models:
-        if root in state:
-            continue
-        path: list[tuple[str, str]] = [(root, "")]
-        todo = [iter(_model_inputs(models[root]))]
-        state[root] = "open"
-        while todo:
-            nxt = next(todo[-1], None)
-            if nxt is None:
-                state[path.pop()[0]] = "done"
-                todo.pop()
-                continue
-            name, key = nxt
-            if name not in models or state.get(name) == "done":
-                continue
-            if state.get(name) == "open":
-                start = [n for n, _ in path].index(name)
-                return [(name, "")] + path[start + 1:] + [(name, key)]
-            state[name] = "open"
-            path.append((name, key))
-            if len(path) > MAX_MODEL_DEPTH:
-                return path
-            todo.append(iter(_model_inputs(models[name])))
-    return None
 
 
 # --- loading -----------------------------------------------------------------------------------------------------

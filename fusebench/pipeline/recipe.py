@@ -111,7 +111,7 @@ class MergeSpec(Strict):
     checked with mergekit's MergeConfiguration and kept in `mergekit`; `models` / `base` then list its names."""
 
     method: Literal["linear", "task_arithmetic", "ties"] = "linear"
-    models: list[str]
+    models: list[str] = Field(min_length=1)
     base: str | None = None
     weights: list[float] | None = None
     density: float = Field(0.5, gt=0, le=1)

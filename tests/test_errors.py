@@ -276,6 +276,8 @@ def test_eval_of_a_text_file_says_what_it_is_and_what_a_model_directory_holds(ca
     ("evaluate.max_length=-5", "evaluate.max_length"),
     ("evaluate.max_length={target: 0}", "evaluate.max_length"),
     ("models.merged.merge.models=[]", "models.merged.merge.models"),          # before: IndexError
+    ("models.target.train.seed=-1", "models.target.train.seed"),             # before: numpy ValueError in training
+    ("seed=4294967296", "seed"),
 ])
 def test_sizes_and_counts_that_cannot_work_are_recipe_errors(capsys, tmp_path, override, says):
     _fails(capsys, ["plan", str(SMOKE), override, "--workdir", str(tmp_path / "w")], str(SMOKE), says)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import difflib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -26,6 +26,10 @@ from fusebench.errors import FusebenchError
 from fusebench.models.build import ARCHITECTURES, ModelSize
 from fusebench.names import Name
 from fusebench.pipeline.dependencies import check_model_graph
+
+
+# numpy and accelerate's set_seed take 0 <= seed < 2**32; a recipe says so up front, not as a crash in training
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
 
 
 class Strict(BaseModel):
@@ -43,7 +47,7 @@ class CorpusSpec(Strict):
     test_split: str = "test"
     train_chars: int = Field(2_000_000, gt=0)
     test_chars: int = Field(200_000, gt=0)
-    seed: int = 0
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _kind_needs(self):
@@ -85,7 +89,7 @@ class TrainSpec(Strict):
     betas: tuple[float, float] = (0.9, 0.95)
     clip: float = Field(1.0, gt=0)
     bf16: bool = False
-    seed: int = 0
+    seed: Seed = 0
     checkpoint_every: int = Field(50, gt=0)
 
 
@@ -236,7 +240,7 @@ class Recipe(Strict):
     # these names become folder names (runs/<recipe>/, models/<name>, results/<run>/<model>/): fusebench.names
     name: Name
     description: str = ""
-    seed: int = 0
+    seed: Seed = 0
     corpora: dict[Name, CorpusSpec] = {}
     tokenizers: dict[Name, TokenizerSpec] = {}
     models: dict[Name, ModelSpec]

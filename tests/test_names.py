@@ -132,3 +132,15 @@ def test_a_model_name_that_is_another_models_seed_copy_is_refused(capsys, tmp_pa
         d["models"]["clm.s1"] = {**d["models"]["clm"], "role": "expert"}
     _fails(capsys, ["plan", str(_recipe(tmp_path, mutate)), "--workdir", str(tmp_path / "w")],
            "'clm.s1'", "seed 1 of 'clm'")
+
+
+@pytest.mark.parametrize("kwargs, says", [({"name": "../x"}, "--name"), ({"run_id": "../x"}, "--run-id"),
+                                          ({"corpora": {"../x": "d"}}, "--corpus")])
+def test_evaluate_model_checks_the_names_it_makes_folders_of(tmp_path, kwargs, says):
+    """The library entry (recipes' eval stages, the leaderboard, scripts) checks too, not only the CLI."""
+    from fusebench.evaluate.api import evaluate_model
+
+    with pytest.raises(FusebenchError, match=f"{says}.*'../x'"):
+        evaluate_model(tmp_path / "model", "perplexity", workdir=tmp_path / "w", results_dir=tmp_path / "r",
+                       **{"corpora": {"c": tmp_path}, **kwargs})
+    assert list(tmp_path.iterdir()) == []

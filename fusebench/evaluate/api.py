@@ -103,10 +103,10 @@ def evaluate_model(model: str | Path, suites: list[str] | str, *, name: str | No
     run_id = run_id or "adhoc"
     from fusebench.names import check_name   # both become folders of results_dir: <run_id>/<model_name>/
 
-    check_name(model_name, "the model name")
-    check_name(run_id, "the run id")
+    check_name(model_name, "the model name (--name, or else the model directory's name)")
+    check_name(run_id, "the run id (--run-id)")
     for corpus in corpora or {}:      # a corpus name names its rendered task file
-        check_name(corpus, "the corpus name")
+        check_name(corpus, "the corpus name (--corpus NAME=DIR, or a leaderboard task)")
     ctx = SuiteContext(workdir, online, {k: Path(v) for k, v in (corpora or {}).items()})
     plans = {suite: plan_suite(suite, ctx, only) for suite, only in wanted.items()}
 

@@ -1,7 +1,7 @@
 """YAML that users write (recipes, `key=value` overrides, board files), read with bounds.
 
 `yaml.safe_load` runs no code, but an alias (`*a`) is a reference: nine lines of nine aliases each (the "billion
-laughs", 342 bytes) are a DAG of 90 nodes that anything walking the data as a tree (json, pydantic, a deep merge)
+laughs", ~340 bytes) are a DAG of 90 nodes that anything walking the data as a tree (json, pydantic, a deep merge)
 expands to 9^9 strings - minutes, then MemoryError. An alias inside its own anchor (`&a [*a]`) is a loop, and
 brackets nested a few thousand deep overflow the composer's recursion. So before anything is constructed, the
 composed node graph is measured: its size as a tree (each node counted once per path reaching it, memoised, so the
@@ -42,10 +42,11 @@ def _no_duplicate_keys(node: yaml.MappingNode) -> None:
     for key, _ in node.value:
         if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
             line = key.start_mark.line + 1
-            earlier = first.setdefault((key.tag, key.value), line)
-            if earlier != line:
-                raise _Refused(f"the key {key.value!r} is given twice in one mapping (lines {earlier} and {line}), "
-                               "and YAML would silently keep the last; keep one")
+            if (key.tag, key.value) in first:
+                raise _Refused(f"the key {key.value!r} is given twice in one mapping (lines "
+                               f"{first[key.tag, key.value]} and {line}), and YAML would silently keep the last; "
+                               "keep one")
+            first[key.tag, key.value] = line
 
 
 def _tree_size(root: yaml.Node) -> int:

@@ -332,3 +332,8 @@ def test_a_chain_of_models_deeper_than_the_builder_recurses_is_a_recipe_error(ca
                                       "tokenizers": {"t": {"kind": "bpe", "vocab_size": 100, "corpus": "c"}},
                                       "models": models}))
     _fails(capsys, ["plan", str(recipe), "--workdir", str(tmp_path / "w")], str(recipe), "more than 100 models")
+
+
+def test_a_key_twice_in_a_flow_mapping_on_one_line_is_refused_too(capsys, tmp_path):
+    _fails(capsys, ["plan", str(SMOKE), "models.clm.train={corpus: mix, steps: 4, steps: 40}",
+                    "--workdir", str(tmp_path / "w")], "'steps'", "twice")

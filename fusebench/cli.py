@@ -33,8 +33,20 @@ def _recipe_args(p: argparse.ArgumentParser) -> None:
                    help="where everything the run writes lives (default: runs/<recipe name>)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that reads flags only as spelled: with argparse's default abbreviations `--model vllm`
+    was taken as `--model_args vllm`. Subparsers are built from this class too."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fusebench", description=__doc__.splitlines()[0])
+    from fusebench import __version__
+
+    parser = _Parser(prog="fusebench", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"fusebench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run every stage of a recipe (cached, resumable)")

@@ -153,7 +153,6 @@ def run_lm_eval(cfg, model: str | Path | None, *, data: str = "packaged", workdi
     """lm_eval's `run` (lm_eval/_cli/run.py) for the EvaluatorConfig `cfg`, on the model fusebench loads: the
     same simple_evaluate arguments, and results whose provenance (model, model_source, model_args, batch_size,
     device, seeds) reads as lm_eval's would for the same settings."""
-    import lm_eval
     from lm_eval.loggers import EvaluationTracker
 
     from fusebench.evaluate.runner import build_lm
@@ -191,7 +190,27 @@ def run_lm_eval(cfg, model: str | Path | None, *, data: str = "packaged", workdi
         cfg.hf_hub_log_args["output_path"] = cfg.output_path
     tracker = EvaluationTracker(**cfg.hf_hub_log_args)
     print(f"[fusebench eval] {len(resolved.tasks)} task(s): {', '.join(resolved.tasks)}", file=sys.stderr, flush=True)
-    results = lm_eval.simple_evaluate(
+    try:
+        results = _simple_evaluate(cfg, handle, tasks, manager, tracker, resolved)
+    except FileNotFoundError as err:
+        if not cfg.check_integrity or "package root" not in str(err):
+            raise
+        raise FusebenchError("--check_integrity runs the tests of lm-eval's source checkout "
+                             "(tests/test_version_stable.py), which an installed lm-eval does not ship: install "
+                             "lm-eval from its repository (pip install -e) to run them, or drop the flag.") from None
+    # lm_eval names the model class it built ("hf"); handed an instance, it would write "CUSTOM" and the path
+    tracker.general_config_tracker.model_source = cfg.model
+    if results is not None:
+        results["config"]["model"] = cfg.model
+    samples = results.pop("samples", None) if results is not None and cfg.log_samples else None
+    return Evaluation(results, samples, tracker, handle, resolved, data)
+
+
+def _simple_evaluate(cfg, handle, tasks: list, manager, tracker, resolved: Resolved) -> dict | None:
+    """lm_eval.simple_evaluate with the arguments lm_eval's CLI passes it (lm_eval/_cli/run.py), on `handle.lm`."""
+    import lm_eval
+
+    return lm_eval.simple_evaluate(
         model=handle.lm, model_args=cfg.model_args, tasks=tasks, num_fewshot=cfg.num_fewshot,
         batch_size=cfg.batch_size, max_batch_size=cfg.max_batch_size, device=cfg.device, use_cache=cfg.use_cache,
         cache_requests=cfg.cache_requests.get("cache_requests", False),
@@ -206,12 +225,6 @@ def run_lm_eval(cfg, model: str | Path | None, *, data: str = "packaged", workdi
         # fusebench's own code tasks run generated programs only in its sandbox; lm-eval's still need the flag
         confirm_run_unsafe_code=cfg.confirm_run_unsafe_code or len(resolved.builtin) < len(resolved.tasks),
         metadata=cfg.metadata)
-    # lm_eval names the model class it built ("hf"); handed an instance, it would write "CUSTOM" and the path
-    tracker.general_config_tracker.model_source = cfg.model
-    if results is not None:
-        results["config"]["model"] = cfg.model
-    samples = results.pop("samples", None) if results is not None and cfg.log_samples else None
-    return Evaluation(results, samples, tracker, handle, resolved, data)
 
 
 def save(run: Evaluation, cfg) -> None:

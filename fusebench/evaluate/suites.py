@@ -80,6 +80,8 @@ class Suite:
     benchmarks: Callable[[SuiteContext], tuple[str, ...]]
     plan: Callable[[SuiteContext, tuple[str, ...]], TaskPlan]
     primary_metric: Callable[[str], str]  # benchmark -> the metric tables report
+    # lm-eval's group YAML whose aggregate_metric_list defines the suite's score (bbh: bbh_cot_fewshot's)
+    group_yaml: Callable[[], Path] | None = None
 
 
 def _render(ctx: SuiteContext, suite: str, template: str, out_name: str, data: Path, original: str | None = None,
@@ -152,14 +154,17 @@ def _bbh_like(suite: str, prefix: str, template: str, hub_yamls: Callable[[], Pa
               generation: Callable[[], dict | None] = lambda: None):
     """The plan function of a BBH-format suite: hub tasks online, BBH rebuilt from BIG-bench offline."""
     def plan_fn(ctx: SuiteContext, names: tuple[str, ...]) -> TaskPlan:
+        gen = generation()
+        # under lm-eval's names (`fusebench eval --tasks`), a task whose generation settings differ from lm-eval's
+        # is not lm-eval's task: it is named for the change (bbh_cot_fewshot_navigate_maxgen256)
+        suffix = f"_maxgen{gen['max_gen_toks']}" if gen and ctx.original_names else ""
         if ctx.online:
-            tasks = {n: f"{prefix}{n}" for n in names}
-            return _hub_plan(ctx, suite, tasks, {t: hub_yamls() / f"{n}.yaml" for n, t in tasks.items()},
-                             generation())
-        plan = TaskPlan({n: _packaged_name(ctx, f"{prefix}{n}") for n in names}, [ctx.tasks_dir(suite)],
-                        _bbh_offline_data(ctx, names), gen_kwargs=generation())
+            tasks = {n: f"{prefix}{n}{suffix}" for n in names}
+            return _hub_plan(ctx, suite, tasks, {t: hub_yamls() / f"{n}.yaml" for n, t in tasks.items()}, gen)
+        plan = TaskPlan({n: _packaged_name(ctx, f"{prefix}{n}{suffix}") for n in names}, [ctx.tasks_dir(suite)],
+                        _bbh_offline_data(ctx, names), gen_kwargs=gen)
         for name in names:
-            _render(ctx, suite, template, f"{name}.yaml", plan.data[name].path, f"{prefix}{name}", plan.gen_kwargs,
+            _render(ctx, suite, template, f"{name}.yaml", plan.data[name].path, f"{prefix}{name}{suffix}", gen,
                     BBH_TASK=name)
         return plan
     return plan_fn
@@ -222,7 +227,8 @@ SUITES: dict[str, Suite] = {s.name: s for s in [
     Suite("commonsense", "ARC-Easy, ARC-Challenge, BoolQ, HellaSwag, OpenBookQA; 0-shot, acc_norm (acc for BoolQ)",
           lambda ctx: COMMONSENSE, _commonsense, lambda b: "acc" if b == "boolq" else "acc_norm"),
     Suite("bbh", "BIG-Bench Hard, 27 tasks, 3-shot chain of thought, greedy, exact match on the extracted answer",
-          lambda ctx: _bbh_tasks(), _bbh, lambda b: "exact_match"),
+          lambda ctx: _bbh_tasks(), _bbh, lambda b: "exact_match",
+          lambda: od.lm_eval_tasks_dir() / "bbh" / "cot_fewshot" / "_bbh_cot_fewshot.yaml"),
     Suite("bbh_mc", "BIG-Bench Hard as multiple choice (23 tasks with options), 3-shot, log-likelihood accuracy",
           lambda ctx: tuple(t for t in _bbh_tasks() if t not in BBH_MC_EXCLUDED), _bbh_mc, lambda b: "acc"),
     Suite("perplexity", "bits per byte (and word / byte perplexity) of each named corpus's test.jsonl",
@@ -233,6 +239,34 @@ SUITES: dict[str, Suite] = {s.name: s for s in [
           "pass@1 and MBPP code bits per byte in the 10 languages (a likelihood proxy, not pass@k)",
           _multipl_e_benchmarks, _multipl_e, lambda b: "bits_per_byte" if b.startswith("mbpp_bpb") else "pass@1"),
 ]}
+
+
+def group_aggregate(suite: str, results: dict, plan: TaskPlan) -> list[tuple[str, float, float | None]]:
+    """(metric, value, stderr) of the suite's score as lm-eval aggregates its group: each entry of the group
+    YAML's aggregate_metric_list, over the plan's tasks, with lm-eval's own functions (size-weighted mean and
+    pooled stderr, or plain mean and its stderr). Empty for a suite without a group YAML."""
+    import yaml
+    from lm_eval.api.metrics import aggregate_subtask_metrics, pooled_sample_stderr, unweighted_mean_stderr
+
+    group = SUITES[suite].group_yaml
+    if group is None:
+        return []
+    out = []
+    for agg in yaml.safe_load(group().read_text()).get("aggregate_metric_list", []):
+        weighted, filters = agg.get("weight_by_size", False), agg.get("filter_list") or ["none"]
+        for filt in [filters] if isinstance(filters, str) else filters:
+            found = [results["results"][t] for t in plan.tasks.values()
+                     if f"{agg['metric']},{filt}" in results["results"].get(t, {})]
+            if not found:
+                continue
+            values = [r[f"{agg['metric']},{filt}"] for r in found]
+            sizes = [r.get("sample_len", 0) for r in found]
+            stderrs = [r.get(f"{agg['metric']}_stderr,{filt}") for r in found]
+            stderr = None
+            if all(isinstance(x, (int, float)) for x in stderrs) and len(found) > 1:
+                stderr = float(pooled_sample_stderr(stderrs, sizes) if weighted else unweighted_mean_stderr(stderrs))
+            out.append((agg["metric"], float(aggregate_subtask_metrics(values, sizes, weighted)), stderr))
+    return out
 
 
 def parse_suites(spec: str | list[str]) -> dict[str, tuple[str, ...] | None]:

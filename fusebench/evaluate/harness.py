@@ -222,9 +222,21 @@ def _simple_evaluate(cfg, handle, tasks: list, manager, tracker, resolved: Resol
         gen_kwargs=cfg.gen_kwargs, task_manager=manager, verbosity=cfg.verbosity, predict_only=cfg.predict_only,
         random_seed=cfg.seed[0] if cfg.seed else None, numpy_random_seed=cfg.seed[1] if cfg.seed else None,
         torch_random_seed=cfg.seed[2] if cfg.seed else None, fewshot_random_seed=cfg.seed[3] if cfg.seed else None,
-        # fusebench's own code tasks run generated programs only in its sandbox; lm-eval's still need the flag
-        confirm_run_unsafe_code=cfg.confirm_run_unsafe_code or len(resolved.builtin) < len(resolved.tasks),
+        confirm_run_unsafe_code=cfg.confirm_run_unsafe_code or _only_fusebench_tasks(manager, tasks, resolved),
         metadata=cfg.metadata)
+
+
+def _only_fusebench_tasks(manager, tasks: list, resolved: Resolved) -> bool:
+    """Whether every task is defined by fusebench (its tasks/ folder or YAMLs it rendered): their code tasks run
+    generated programs only in fusebench's sandbox, so they need no --confirm_run_unsafe_code; lm-eval's own
+    code tasks do, as with lm_eval."""
+    ours = [od.TEMPLATES_DIR.resolve(), *(p.resolve() for p in resolved.include_paths)]
+    for task in tasks:
+        entry = manager.task_index.get(task) if isinstance(task, str) else None
+        path = Path(entry.yaml_path).resolve() if entry is not None and entry.yaml_path else None
+        if path is None or not any(path.is_relative_to(folder) for folder in ours):
+            return False
+    return True
 
 
 def save(run: Evaluation, cfg) -> None:

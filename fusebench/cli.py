@@ -18,6 +18,7 @@ COMMANDS = {
     "plan": "fusebench.pipeline.commands:plan",
     "align": "fusebench.align.cli:main",
     "eval": "fusebench.evaluate.cli:main",
+    "tasks": "fusebench.evaluate.export:main",
     "report": "fusebench.report.cli:main",
     "leaderboard": "fusebench.report.leaderboard:main",
     "bench": "fusebench.bench:main",
@@ -74,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     from fusebench.evaluate.cli import add_arguments  # argparse only: cheap
 
     add_arguments(p)
+
+    p = sub.add_parser("tasks", help="export fusebench's packaged offline tasks for stock lm_eval "
+                       "(lm_eval --include_path DIR --tasks arc_easy ...)")
+    p.add_argument("action", choices=["export"], help="export: render the tasks and their data into DIR")
+    p.add_argument("dir", help="the folder to write (then: lm_eval --include_path DIR)")
+    p.add_argument("--suite", default=None, help="comma-separated suites, suite:task for one task "
+                   "(default: commonsense,lambada,bbh,bbh_mc)")
 
     p = sub.add_parser("report", help="render the paper's tables and plots from stored results")
     p.add_argument("--results", default="results", help="results store (default: results/)")

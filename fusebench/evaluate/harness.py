@@ -1,4 +1,4 @@
-"""`fusebench eval MODEL --tasks ...`: lm-eval's own command line, run on a model fusebench loads.
+"""`fusebench eval MODEL --tasks ...`: lm-eval's `run`, on a model fusebench loads (flags: lm_eval_cli.py).
 
 Whatever `lm_eval --tasks` takes is taken here (any lm-eval task or group name, tasks under `--include_path`), and
 fusebench's suites are more group names (`commonsense`, `bbh:navigate`, ...). Task names stay lm-eval's in the

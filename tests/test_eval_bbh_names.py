@@ -46,3 +46,24 @@ def test_bbh_suite_score_is_lm_evals_size_weighted_aggregate_and_the_unweighted_
     assert scores[("bbh", "exact_match")].stderr == pytest.approx(
         ((99 * 0.05**2 * 100 + 24 * 0.1**2 * 25) / (125 - 2) / 125) ** 0.5)
     assert scores[("bbh", "unweighted_mean_exact_match")].value == pytest.approx(0.65)
+
+
+def test_whole_bbh_suite_under_lm_eval_names_is_a_group_with_lm_evals_aggregate(tmp_path):
+    import yaml
+    from lm_eval.tasks import TaskManager
+
+    from fusebench.evaluate import offline_data as od
+    from fusebench.evaluate.harness import resolve_tasks
+
+    resolved = resolve_tasks(["bbh"], SuiteContext(tmp_path, original_names=True))
+    group = f"bbh_cot_fewshot_maxgen{BBH_MAX_GEN_TOKS}"
+    assert resolved.tasks == [group] and len(resolved.data) == 27  # lm-eval reports the group and its tasks
+    manager = TaskManager(include_path=[str(p) for p in resolved.include_paths], include_defaults=False)
+    loaded = manager.load([group])
+    assert set(loaded["groups"]) == {group} and len(loaded["tasks"]) == 27
+    assert all(t.endswith(f"_maxgen{BBH_MAX_GEN_TOKS}") for t in loaded["tasks"])
+    lm_eval_group = yaml.safe_load((od.lm_eval_tasks_dir() / "bbh" / "cot_fewshot" / "_bbh_cot_fewshot.yaml")
+                                   .read_text())
+    (aggregate,) = loaded["groups"][group].aggregate_metric_list
+    assert (aggregate.metric, aggregate.weight_by_size) == ("exact_match", True)
+    assert lm_eval_group["aggregate_metric_list"][0]["weight_by_size"] is True

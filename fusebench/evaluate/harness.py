@@ -44,9 +44,10 @@ class Resolved:
     revisions: dict[str, str] = field(default_factory=dict)     # lm-eval task -> revision of the pinned hub data
 
     def add_plan(self, plan) -> None:
-        for benchmark, task in plan.tasks.items():
+        for task in [plan.group] if plan.group else plan.tasks.values():  # a group: lm-eval reports it and its tasks
             if task not in self.tasks:
                 self.tasks.append(task)
+        for benchmark, task in plan.tasks.items():
             if benchmark in plan.data:
                 self.data[task] = plan.data[benchmark]
             if benchmark in plan.revisions:
@@ -331,7 +332,7 @@ def _write_manifest(tracker, results: dict, *, model, weights, handle, resolved:
                     "max_length": handle.max_length},
         "data_source": data, "tasks": {t: {"version": results.get("versions", {}).get(t), "data": files.get(t),
                                           "n_docs": results.get("n-samples", {}).get(t, {}).get("effective")}
-                                       for t in resolved.tasks},
+                                       for t in results.get("configs") or resolved.tasks},  # leaf tasks
         "dataset_revisions": resolved.revisions,  # pinned hub data: the revision read (fusebench/evaluate/revisions.py)
         "limit": limit, "seeds": dict(zip(("random", "numpy", "torch", "fewshot"), seeds)),
         "prompts_cut": dict(getattr(handle.lm, "fusebench_prompts_cut", {})),

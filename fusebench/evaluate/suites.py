@@ -71,6 +71,7 @@ class TaskPlan:
     uses_builtin_tasks: bool = False
     gen_kwargs: dict | None = None  # generation settings the suite wrote over its tasks' own (BBH's length)
     revisions: dict[str, str] = field(default_factory=dict)  # benchmark -> revision of the pinned hub data read
+    group: str | None = None  # under lm-eval's names, the whole suite as lm-eval's group of its tasks (bbh)
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,24 @@ def _bbh_generation() -> dict:
     return {**yaml.safe_load(template.read_text())["generation_kwargs"], "max_gen_toks": BBH_MAX_GEN_TOKS}
 
 
+def _changed_suffix(ctx: SuiteContext, generation: dict | None) -> str:
+    """Under lm-eval's names (`fusebench eval --tasks`), a task whose generation settings differ from lm-eval's is
+    not lm-eval's task: it is named for the change (bbh_cot_fewshot_navigate_maxgen256)."""
+    return f"_maxgen{generation['max_gen_toks']}" if generation and ctx.original_names else ""
+
+
+def _render_group(ctx: SuiteContext, plan: TaskPlan, lm_eval_group: Path) -> str:
+    """lm-eval's group YAML (its aggregate_metric_list, metadata) over the plan's tasks, beside them; its name."""
+    import yaml
+
+    config = yaml.safe_load(lm_eval_group.read_text())
+    name = f"{config['group']}{_changed_suffix(ctx, plan.gen_kwargs)}"
+    config.update(group=name, task=list(plan.tasks.values()))
+    od.write_atomic(plan.include_paths[0] / f"_{name}.yaml",
+                    f"# lm-eval's {lm_eval_group.name} over the tasks beside it\n" + yaml.safe_dump(config))
+    return name
+
+
 def _commonsense(ctx: SuiteContext, names: tuple[str, ...]) -> TaskPlan:
     if ctx.online:
         lm_eval_dir = od.lm_eval_tasks_dir()
@@ -155,9 +174,7 @@ def _bbh_like(suite: str, prefix: str, template: str, hub_yamls: Callable[[], Pa
     """The plan function of a BBH-format suite: hub tasks online, BBH rebuilt from BIG-bench offline."""
     def plan_fn(ctx: SuiteContext, names: tuple[str, ...]) -> TaskPlan:
         gen = generation()
-        # under lm-eval's names (`fusebench eval --tasks`), a task whose generation settings differ from lm-eval's
-        # is not lm-eval's task: it is named for the change (bbh_cot_fewshot_navigate_maxgen256)
-        suffix = f"_maxgen{gen['max_gen_toks']}" if gen and ctx.original_names else ""
+        suffix = _changed_suffix(ctx, gen)
         if ctx.online:
             tasks = {n: f"{prefix}{n}{suffix}" for n in names}
             return _hub_plan(ctx, suite, tasks, {t: hub_yamls() / f"{n}.yaml" for n, t in tasks.items()}, gen)
@@ -302,6 +319,8 @@ def plan_suite(name: str, ctx: SuiteContext, only: tuple[str, ...] | None = None
         raise FusebenchError(f"unknown task(s) {', '.join(unknown)} in suite {name!r}; it has: "
                              f"{', '.join(available)}.")
     plan = suite.plan(ctx, tuple(only or available))
+    if only is None and ctx.original_names and suite.group_yaml is not None:
+        plan.group = _render_group(ctx, plan, suite.group_yaml())
     if refuse_offline_hub and ctx.online:
         paths = task_yaml_paths(plan)  # one lm-eval index of the plan's YAMLs serves both checks
         offline = os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"

@@ -59,3 +59,12 @@ def test_every_lm_eval_run_flag_is_passed_on():
     eval_parser = next(p for p in _parsers(build_parser()) if p.prog.endswith(" eval"))
     flags = {s for a in eval_parser._actions for s in a.option_strings}
     assert {"-t", "-L", "-o", "-s", "-b", "-f", "--model", "--system_instruction", "--config"} <= flags
+
+
+def test_lm_eval_flags_that_suites_do_not_take_are_refused_not_ignored(tmp_path, tiny_neox_dir, capsys):
+    # --suite runs each suite's own protocol; lm_eval's flags apply with --tasks, and are never dropped silently
+    code = main(["eval", str(tiny_neox_dir), "--suite", "commonsense:arc_easy", "--num_fewshot", "3", "--limit", "1",
+                 "--device", "cpu", "--workdir", str(tmp_path / "w"), "--results", str(tmp_path / "results")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--num_fewshot" in err and "--tasks" in err
+    assert not (tmp_path / "results").exists()

@@ -63,6 +63,15 @@ def main(args: argparse.Namespace) -> int:
         return lm_eval_cli.main(args, data)
     from fusebench.evaluate.api import evaluate_model
     from fusebench.evaluate.harness import _batch_size, parse_limit
+    from fusebench.evaluate.lm_eval_cli import given_lm_eval_flags
+
+    # the suites' protocol is fixed (docs/EVALUATION.md); lm_eval's other flags apply with --tasks, never dropped
+    ignored = [f for f in given_lm_eval_flags(args) if f not in ("--limit", "--device", "--batch_size", "--model")]
+    if ignored:
+        raise FusebenchError(f"{', '.join(ignored)}: lm_eval's flags apply with --tasks, as in lm_eval (e.g. "
+                             f"fusebench eval MODEL --tasks {(args.suite or 'commonsense').split(',')[0]} ...); "
+                             "--suite runs each suite's own protocol and takes --limit, --device, --batch_size and "
+                             "--model.")
 
     limit = parse_limit(args.limit)
     if isinstance(limit, float):

@@ -50,6 +50,12 @@ def lm_eval_dests() -> list[str]:
     return [a.dest for a in parser._actions]
 
 
+def given_lm_eval_flags(args: argparse.Namespace) -> list[str]:
+    """The lm_eval flags set in `args` (not left at their defaults), as --name."""
+    names = {d: LM_MODEL_DEST if d == "model" else d for d in lm_eval_dests() if d != "help"}
+    return [f"--{d}" for d, attr in names.items() if getattr(args, attr, None) not in (None, False, [], {})]
+
+
 def config_from_args(args: argparse.Namespace):
     """lm_eval's EvaluatorConfig for the lm_eval flags in `args` (CLI > --config YAML > defaults), with fusebench's
     defaults where lm_eval's would not fit: batch size 8, and the device fusebench picks (cuda if there is one)."""

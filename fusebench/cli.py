@@ -18,6 +18,7 @@ COMMANDS = {
     "plan": "fusebench.pipeline.commands:plan",
     "align": "fusebench.align.cli:main",
     "eval": "fusebench.evaluate.cli:main",
+    "tasks": "fusebench.evaluate.export:main",
     "report": "fusebench.report.cli:main",
     "leaderboard": "fusebench.report.leaderboard:main",
     "bench": "fusebench.bench:main",
@@ -33,8 +34,20 @@ def _recipe_args(p: argparse.ArgumentParser) -> None:
                    help="where everything the run writes lives (default: runs/<recipe name>)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that reads flags only as spelled: with argparse's default abbreviations `--model vllm`
+    was taken as `--model_args vllm`. Subparsers are built from this class too."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fusebench", description=__doc__.splitlines()[0])
+    from fusebench import __version__
+
+    parser = _Parser(prog="fusebench", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"fusebench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run every stage of a recipe (cached, resumable)")
@@ -62,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     from fusebench.evaluate.cli import add_arguments  # argparse only: cheap
 
     add_arguments(p)
+
+    p = sub.add_parser("tasks", help="export fusebench's packaged offline tasks for stock lm_eval "
+                       "(lm_eval --include_path DIR --tasks arc_easy ...)")
+    p.add_argument("action", choices=["export"], help="export: render the tasks and their data into DIR")
+    p.add_argument("dir", help="the folder to write (then: lm_eval --include_path DIR)")
+    p.add_argument("--suite", default=None, help="comma-separated suites, suite:task for one task "
+                   "(default: commonsense,lambada,bbh,bbh_mc)")
 
     p = sub.add_parser("report", help="render the paper's tables and plots from stored results")
     p.add_argument("--results", default="results", help="results store (default: results/)")

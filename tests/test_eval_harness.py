@@ -55,11 +55,12 @@ def test_lm_eval_flags_reach_lm_eval(tmp_path, tiny_neox_dir):
 
 
 def test_lm_eval_style_limit_and_seed_parse_as_lm_eval_reads_them():
-    from fusebench.evaluate.harness import parse_limit, parse_seeds
+    from fusebench.evaluate.harness import parse_limit, parse_seed
 
     assert parse_limit("50") == 50 and parse_limit("0.25") == 0.25 and parse_limit(None) is None
-    assert parse_seeds("7") == (7, 7, 7, 7) and parse_seeds("0,None,1,2") == (0, None, 1, 2)
+    assert parse_seed("7") == [7, 7, 7, 7] and parse_seed("0,None,1,2") == [0, None, 1, 2]
+    assert parse_seed("5,6,7") == [5, 6, 7, 1234]  # lm_eval fills the fewshot seed from its default
     with pytest.raises(FusebenchError, match="--seed"):
-        parse_seeds("1,2")
+        parse_seed("1,2")
     with pytest.raises(FusebenchError, match="--limit"):
         parse_limit("-1")

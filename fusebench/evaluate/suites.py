@@ -71,6 +71,7 @@ class TaskPlan:
     uses_builtin_tasks: bool = False
     gen_kwargs: dict | None = None  # generation settings the suite wrote over its tasks' own (BBH's length)
     revisions: dict[str, str] = field(default_factory=dict)  # benchmark -> revision of the pinned hub data read
+    group: str | None = None  # under lm-eval's names, the whole suite as lm-eval's group of its tasks (bbh)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,8 @@ class Suite:
     benchmarks: Callable[[SuiteContext], tuple[str, ...]]
     plan: Callable[[SuiteContext, tuple[str, ...]], TaskPlan]
     primary_metric: Callable[[str], str]  # benchmark -> the metric tables report
+    # lm-eval's group YAML whose aggregate_metric_list defines the suite's score (bbh: bbh_cot_fewshot's)
+    group_yaml: Callable[[], Path] | None = None
 
 
 def _render(ctx: SuiteContext, suite: str, template: str, out_name: str, data: Path, original: str | None = None,
@@ -120,6 +123,24 @@ def _bbh_generation() -> dict:
     return {**yaml.safe_load(template.read_text())["generation_kwargs"], "max_gen_toks": BBH_MAX_GEN_TOKS}
 
 
+def _changed_suffix(ctx: SuiteContext, generation: dict | None) -> str:
+    """Under lm-eval's names (`fusebench eval --tasks`), a task whose generation settings differ from lm-eval's is
+    not lm-eval's task: it is named for the change (bbh_cot_fewshot_navigate_maxgen256)."""
+    return f"_maxgen{generation['max_gen_toks']}" if generation and ctx.original_names else ""
+
+
+def _render_group(ctx: SuiteContext, plan: TaskPlan, lm_eval_group: Path) -> str:
+    """lm-eval's group YAML (its aggregate_metric_list, metadata) over the plan's tasks, beside them; its name."""
+    import yaml
+
+    config = yaml.safe_load(lm_eval_group.read_text())
+    name = f"{config['group']}{_changed_suffix(ctx, plan.gen_kwargs)}"
+    config.update(group=name, task=list(plan.tasks.values()))
+    od.write_atomic(plan.include_paths[0] / f"_{name}.yaml",
+                    f"# lm-eval's {lm_eval_group.name} over the tasks beside it\n" + yaml.safe_dump(config))
+    return name
+
+
 def _commonsense(ctx: SuiteContext, names: tuple[str, ...]) -> TaskPlan:
     if ctx.online:
         lm_eval_dir = od.lm_eval_tasks_dir()
@@ -152,14 +173,15 @@ def _bbh_like(suite: str, prefix: str, template: str, hub_yamls: Callable[[], Pa
               generation: Callable[[], dict | None] = lambda: None):
     """The plan function of a BBH-format suite: hub tasks online, BBH rebuilt from BIG-bench offline."""
     def plan_fn(ctx: SuiteContext, names: tuple[str, ...]) -> TaskPlan:
+        gen = generation()
+        suffix = _changed_suffix(ctx, gen)
         if ctx.online:
-            tasks = {n: f"{prefix}{n}" for n in names}
-            return _hub_plan(ctx, suite, tasks, {t: hub_yamls() / f"{n}.yaml" for n, t in tasks.items()},
-                             generation())
-        plan = TaskPlan({n: _packaged_name(ctx, f"{prefix}{n}") for n in names}, [ctx.tasks_dir(suite)],
-                        _bbh_offline_data(ctx, names), gen_kwargs=generation())
+            tasks = {n: f"{prefix}{n}{suffix}" for n in names}
+            return _hub_plan(ctx, suite, tasks, {t: hub_yamls() / f"{n}.yaml" for n, t in tasks.items()}, gen)
+        plan = TaskPlan({n: _packaged_name(ctx, f"{prefix}{n}{suffix}") for n in names}, [ctx.tasks_dir(suite)],
+                        _bbh_offline_data(ctx, names), gen_kwargs=gen)
         for name in names:
-            _render(ctx, suite, template, f"{name}.yaml", plan.data[name].path, f"{prefix}{name}", plan.gen_kwargs,
+            _render(ctx, suite, template, f"{name}.yaml", plan.data[name].path, f"{prefix}{name}{suffix}", gen,
                     BBH_TASK=name)
         return plan
     return plan_fn
@@ -222,7 +244,8 @@ SUITES: dict[str, Suite] = {s.name: s for s in [
     Suite("commonsense", "ARC-Easy, ARC-Challenge, BoolQ, HellaSwag, OpenBookQA; 0-shot, acc_norm (acc for BoolQ)",
           lambda ctx: COMMONSENSE, _commonsense, lambda b: "acc" if b == "boolq" else "acc_norm"),
     Suite("bbh", "BIG-Bench Hard, 27 tasks, 3-shot chain of thought, greedy, exact match on the extracted answer",
-          lambda ctx: _bbh_tasks(), _bbh, lambda b: "exact_match"),
+          lambda ctx: _bbh_tasks(), _bbh, lambda b: "exact_match",
+          lambda: od.lm_eval_tasks_dir() / "bbh" / "cot_fewshot" / "_bbh_cot_fewshot.yaml"),
     Suite("bbh_mc", "BIG-Bench Hard as multiple choice (23 tasks with options), 3-shot, log-likelihood accuracy",
           lambda ctx: tuple(t for t in _bbh_tasks() if t not in BBH_MC_EXCLUDED), _bbh_mc, lambda b: "acc"),
     Suite("perplexity", "bits per byte (and word / byte perplexity) of each named corpus's test.jsonl",
@@ -233,6 +256,34 @@ SUITES: dict[str, Suite] = {s.name: s for s in [
           "pass@1 and MBPP code bits per byte in the 10 languages (a likelihood proxy, not pass@k)",
           _multipl_e_benchmarks, _multipl_e, lambda b: "bits_per_byte" if b.startswith("mbpp_bpb") else "pass@1"),
 ]}
+
+
+def group_aggregate(suite: str, results: dict, plan: TaskPlan) -> list[tuple[str, float, float | None]]:
+    """(metric, value, stderr) of the suite's score as lm-eval aggregates its group: each entry of the group
+    YAML's aggregate_metric_list, over the plan's tasks, with lm-eval's own functions (size-weighted mean and
+    pooled stderr, or plain mean and its stderr). Empty for a suite without a group YAML."""
+    import yaml
+    from lm_eval.api.metrics import aggregate_subtask_metrics, pooled_sample_stderr, unweighted_mean_stderr
+
+    group = SUITES[suite].group_yaml
+    if group is None:
+        return []
+    out = []
+    for agg in yaml.safe_load(group().read_text()).get("aggregate_metric_list", []):
+        weighted, filters = agg.get("weight_by_size", False), agg.get("filter_list") or ["none"]
+        for filt in [filters] if isinstance(filters, str) else filters:
+            found = [results["results"][t] for t in plan.tasks.values()
+                     if f"{agg['metric']},{filt}" in results["results"].get(t, {})]
+            if not found:
+                continue
+            values = [r[f"{agg['metric']},{filt}"] for r in found]
+            sizes = [r.get("sample_len", 0) for r in found]
+            stderrs = [r.get(f"{agg['metric']}_stderr,{filt}") for r in found]
+            stderr = None
+            if all(isinstance(x, (int, float)) for x in stderrs) and len(found) > 1:
+                stderr = float(pooled_sample_stderr(stderrs, sizes) if weighted else unweighted_mean_stderr(stderrs))
+            out.append((agg["metric"], float(aggregate_subtask_metrics(values, sizes, weighted)), stderr))
+    return out
 
 
 def parse_suites(spec: str | list[str]) -> dict[str, tuple[str, ...] | None]:
@@ -268,6 +319,8 @@ def plan_suite(name: str, ctx: SuiteContext, only: tuple[str, ...] | None = None
         raise FusebenchError(f"unknown task(s) {', '.join(unknown)} in suite {name!r}; it has: "
                              f"{', '.join(available)}.")
     plan = suite.plan(ctx, tuple(only or available))
+    if only is None and ctx.original_names and suite.group_yaml is not None:
+        plan.group = _render_group(ctx, plan, suite.group_yaml())
     if refuse_offline_hub and ctx.online:
         paths = task_yaml_paths(plan)  # one lm-eval index of the plan's YAMLs serves both checks
         offline = os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"

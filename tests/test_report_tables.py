@@ -270,7 +270,7 @@ def test_lm_eval_task_names_line_up_with_the_papers_rows_across_suites(tmp_path)
     assert gen[("LAMBADA", "FuseLLM-7B Δ")] == "+0.29"                    # 74.01 − 73.72
     header, run = parse_markdown(tmp_path / "out" / "run_paper_seed0_bbh.md")
     assert {r for r, _ in run} == {"navigate", "snarks", "Avg. 2 tasks"}  # shared prefix and suffix dropped
-    assert run[("Avg. 2 tasks", "FuseLLM-7B")] == "55.00 ± 1.41"   # √(2·2²)/2: tasks taken as independent
+    assert run[("Avg. 2 tasks", "FuseLLM-7B")] == "55.00 ± 1.41 (docs)"   # √(2·2²)/2: tasks taken as independent
     assert (tmp_path / "out" / "fig_run_paper_seed0_bbh.png").exists()
 
 

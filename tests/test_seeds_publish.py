@@ -150,8 +150,8 @@ def test_seed_table_shows_mean_stderr_and_paired_t_intervals_bold_only_when_they
     assert main(["report", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "out"),
                  "--format", "md"]) == 0
     cells = _cells(tmp_path / "out" / "run_toy_0123abcd_perplexity.md")
-    assert cells[("ppl_code", "clm")] == "2.0500 ± 0.0289 (-18.00%)"          # sd 0.05 / √3
-    assert cells[("ppl_code", "target")] == "2.5000 ± 0.0200"                  # one run: per-item stderr
+    assert cells[("ppl_code", "clm")] == "2.0500 ± 0.0289 (seeds) (-18.00%)"  # sd 0.05 / √3
+    assert cells[("ppl_code", "target")] == "2.5000 ± 0.0200 (docs)"           # one run: per-item stderr
     # fusellm − clm = −0.10, −0.08, −0.09: mean −0.09, sd 0.01, t(0.975, 2) = 4.303 → ±4.303·0.01/√3 = ±0.0248
     assert cells[("ppl_code", "Δ fusellm − clm")] == "**-0.0900** [-0.1148, -0.0652]"
     # kd − clm = +0.05, −0.05, +0.05: the interval covers zero, so no bold

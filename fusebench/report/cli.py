@@ -79,7 +79,7 @@ def write_index(tables: list[Table], written: dict[str, list[Path]], figures: di
              "reproduced ones from lm-eval runs in results/<run_id>/. Every table's .csv lists, per cell, the run "
              "and the file the number came from.", ""]
     sections = [("paper", "The paper's tables (reported)"), ("comparison", "Reported vs reproduced"),
-                ("run", "Reproduced runs")]
+                ("run", "Reproduced runs"), ("design", "Power of each comparison (what each run's design detects)")]
     for kind, heading in sections:
         chosen = [t for t in tables if t.kind == kind]
         if not chosen:
@@ -88,7 +88,8 @@ def write_index(tables: list[Table], written: dict[str, list[Path]], figures: di
         for t in chosen:
             files = " ".join(f"[{p.suffix[1:]}]({p.name})" for p in written[t.id] + figures.get(t.id, []))
             sources = sorted({c.source_file for c in t.cells.values() if c.source_file and "(" not in c.source_file})
-            provenance = {"paper": "reported", "run": "reproduced", "comparison": "reported + reproduced"}[kind]
+            provenance = {"paper": "reported", "run": "reproduced", "comparison": "reported + reproduced",
+                          "design": "reproduced"}[kind]
             runs = ", ".join(f"`{r}`" for r in t.runs)
             lines.append(f"| {t.title} | {files} | {provenance} (run {runs}) | "
                          f"{'; '.join(_relative(s, results) for s in sources[:6])}"

@@ -134,10 +134,10 @@ def combine(parts: list[TaskDifference]) -> Difference:
     var = sum(p.var for p in parts) / k ** 2
     n_items = sum(p.n for p in parts)
     if var == 0:
-        return Difference(mean, mean, mean, 1, "items", n_items)
+        return Difference(mean, mean, mean, 1, "items", n_items, se=0.0, df=math.inf)
     df = sum(p.var for p in parts) ** 2 / sum(p.var ** 2 / (p.n - 1) for p in parts)
     half = stats.t.ppf(0.975, df) * math.sqrt(var)
-    return Difference(mean, mean - half, mean + half, 1, "items", n_items)
+    return Difference(mean, mean - half, mean + half, 1, "items", n_items, se=math.sqrt(var), df=df)
 
 
 def items_difference(method: list[ItemScores | None], control: list[ItemScores | None]) -> Difference | None:

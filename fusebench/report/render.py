@@ -18,10 +18,10 @@ FORMATS = {"md": "md", "latex": "tex", "html": "html", "csv": "csv"}
 
 
 def number_text(cell: Cell, decimals: int) -> str:
-    if cell.value is None:
-        return "—"
     if cell.printed is not None:
         return cell.printed
+    if cell.value is None:
+        return "—"
     return f"{cell.value:+.{decimals}f}" if cell.signed else f"{cell.value:.{decimals}f}"
 
 
@@ -29,7 +29,7 @@ def _parts(cell: Cell, decimals: int, stderr: bool) -> tuple[str, str]:
     """(number, the rest): the number is what gets bolded."""
     rest = ""
     if stderr and cell.stderr is not None and cell.value is not None:
-        rest += f" ± {cell.stderr:.{decimals}f}"
+        rest += f" ± {cell.stderr:.{decimals}f}" + (f" ({cell.stderr_basis})" if cell.stderr_basis else "")
     if cell.ci is not None:
         rest += f" [{cell.ci[0]:+.{decimals}f}, {cell.ci[1]:+.{decimals}f}]"
     if cell.change is not None:

@@ -12,7 +12,7 @@ import math
 
 import pandas as pd
 
-from fusebench.report import paired
+from fusebench.report import design, paired
 from fusebench.report.stats import Estimate, over_seeds, paired_difference
 from fusebench.report.tables import (METRIC_LABELS, NO_CHANGE_ROLES, Cell, Table, _finite, _ordered_models,
                                      _short_labels, _slug, primary_rows, relative_change, run_target)
@@ -85,7 +85,8 @@ def _average(per_seed, tasks: list[str], model: str) -> tuple[dict, dict]:
 def _estimate_cell(values: dict, errors: dict, run_id: str, source: str) -> Cell:
     seeds = sorted(values, key=str)
     est: Estimate = over_seeds([values[s] for s in seeds], [errors.get(s) for s in seeds])
-    return Cell(est.mean, est.stderr, run_id=run_id, source_file=source, n_seeds=est.n)
+    return Cell(est.mean, est.stderr, run_id=run_id, source_file=source, n_seeds=est.n,
+                stderr_basis="seeds" if est.n > 1 else "docs")
 
 
 def describe_unsandboxed(rows: pd.DataFrame) -> str:
@@ -98,7 +99,7 @@ def describe_unsandboxed(rows: pd.DataFrame) -> str:
             "not comparable to sandboxed ones.")
 
 
-def run_table(primary: pd.DataFrame, run_id: str, suite: str) -> Table:
+def run_table(primary: pd.DataFrame, run_id: str, suite: str) -> tuple[Table, Table | None]:
     rows = primary[(primary["run_id"] == run_id) & (primary["suite"] == suite)]
     models = _ordered_models(rows)
     tasks = sorted(rows["task"].unique())
@@ -133,8 +134,8 @@ def run_table(primary: pd.DataFrame, run_id: str, suite: str) -> Table:
             cell.change = relative_change(cell.value, cells.get((task, target), Cell(None)).value)
     pairs = controls_and_methods(rows)
     columns = list(models)
-    bases: set[str] = set()
     by_seed = _rows_by_seed(rows)
+    diffs, components = {}, {}
     for method, control in pairs:
         col = f"Δ {method} − {control}"
         columns.append(col)
@@ -146,24 +147,47 @@ def run_table(primary: pd.DataFrame, run_id: str, suite: str) -> Table:
             diff = paired_difference(mv, cv, me, ce)
             if diff is None:
                 continue
-            if diff.basis == "independent":   # one shared seed: paired by item where both kept their items
-                seed = next(s for s in mv if s in cv)
-                diff = paired.items_difference([_items(by_seed, t, method, seed) for t in keys],
-                                               [_items(by_seed, t, control, seed) for t in keys]) or diff
-            bases.add(diff.basis)
-            cells[(label, col)] = Cell(diff.mean, signed=True, bold=diff.excludes_zero, run_id=run_id,
-                                       ci=(diff.low, diff.high) if diff.low is not None else None, n_seeds=diff.n,
-                                       source_file=f"({BASIS_NAMES[diff.basis]}: {method} − {control}, same seed)")
+            shared = sorted(set(mv) & set(cv), key=str)
+            if diff.basis == "seeds":         # several seeds: paired by document too, where every seed kept items
+                crossed = design.seeds_items_difference(
+                    [{s: _items(by_seed, t, method, s) for s in shared} for t in keys],
+                    [{s: _items(by_seed, t, control, s) for s in shared} for t in keys], shared)
+                if crossed is not None:
+                    diff, components[(label, col)] = crossed
+            elif diff.basis == "independent":   # one shared seed: paired by item where both kept their items
+                diff = paired.items_difference([_items(by_seed, t, method, shared[0]) for t in keys],
+                                               [_items(by_seed, t, control, shared[0]) for t in keys]) or diff
+            diffs[(label, col)] = diff
+    primary = {label for label, keys in lines if len(keys) > 1}
+    diffs = design.correct(diffs, primary)
+    bases = {d.basis for d in diffs.values()}
+    for (label, col), diff in diffs.items():
+        method, control = col[2:].split(" − ")
+        cells[(label, col)] = Cell(diff.mean, signed=True, bold=diff.excludes_zero, run_id=run_id,
+                                   ci=(diff.low, diff.high) if diff.low is not None else None, n_seeds=diff.n,
+                                   source_file=f"({BASIS_NAMES[diff.basis]}: {method} − {control}, same seed)")
     metric_text = " / ".join(METRIC_LABELS.get(m, m) for m in metrics)
     is_percent = (rows["unit"] == "%").all()
     caption = (f"Reproduced run `{run_id}`, suite `{suite}`" + (f" (tasks `{pattern}`)" if pattern else "")
                + f". Metric: {metric_text}, {'higher' if up else 'lower'} is better. "
                + describe_data(rows, suite, unit) + " " + describe_seeds(rows) + " "
                + (f"In parentheses: relative change against the run's target `{target}`. " if target else "")
-               + describe_differences(pairs, bases) + describe_unsandboxed(rows))
+               + describe_differences(pairs, bases) + describe_correction(diffs, primary)
+               + describe_unsandboxed(rows))
     table = Table(f"run_{_slug(run_id)}_{_slug(suite)}", f"Run {run_id}: {metric_text} per {unit} ({suite})",
                   caption, unit.capitalize(), row_labels, columns, cells, 2 if is_percent else 4, up, "run", [run_id])
-    return table
+    power = design.design_table(table, diffs, components, primary, metrics[0], bool(is_percent))
+    if power is not None:
+        table.caption += describe_power(power, primary or set(row_labels[:1]), table.decimals)
+    return table, power
+
+
+def describe_power(power: Table, primary: set[str], decimals: int) -> str:
+    """The power figure beside every comparison, on its primary endpoint."""
+    parts = [f"{c.removeprefix('MDE₈₀ ')} detects ≥ {power.cell(r, c).value:.{decimals}f} on {r}"
+             for c in power.columns if c.startswith("MDE₈₀ ") for r in sorted(primary)
+             if power.cell(r, c).value is not None]
+    return f" Power (80%): {'; '.join(parts)} (every row: table `{power.id}`)." if parts else ""
 
 
 def describe_data(rows: pd.DataFrame, suite: str, unit: str) -> str:
@@ -186,18 +210,22 @@ def describe_data(rows: pd.DataFrame, suite: str, unit: str) -> str:
 def describe_seeds(rows: pd.DataFrame) -> str:
     seeded = rows[rows["seed"].map(lambda s: _seed_key(s) != SHARED)]
     if seeded.empty:
-        return "Seeds: one training run per model; ± is lm-eval's per-item standard error."
+        return "Seeds: one training run per model; ± (docs) is lm-eval's per-document standard error."
     seeds = sorted({int(s) for s in seeded["seed"]})
     dependent = sorted(set(seeded["model"]))
     shared = sorted(set(rows["model"]) - set(dependent))
     return (f"Seeds: {', '.join(map(str, seeds))} ({len(seeds)}) for {', '.join(dependent)}: value = mean over "
-            "seeds ± standard error over seeds"
-            + (f"; {', '.join(shared)} trained once (shared by all seeds), ± per-item standard error." if shared
-               else "."))
+            "seeds ± (seeds) standard error over seeds"
+            + (f"; {', '.join(shared)} trained once (shared by all seeds), ± (docs) per-document standard error, "
+               "which is not comparable with ± (seeds)." if shared else "."))
 
 
-BASIS_NAMES = {"seeds": "paired", "items": "paired by item", "independent": "independent per-item stderrs"}
+BASIS_NAMES = {"seeds": "paired", "items": "paired by item", "independent": "independent per-item stderrs",
+               "seeds×items": "paired by seed and document"}
 BASIS_TEXT = {
+    "seeds×items": "several seeds, paired by seed and by document: a t interval whose standard error carries both "
+                   "the seed and the document variance (crossed seed × document components, Satterthwaite df; "
+                   "fusebench/report/power.py)",
     "seeds": "95% Student-t interval over paired seeds",
     "items": "a single seed: 95% t interval paired by item (both models scored the same documents; the per-item "
              "differences' standard error, delta method for ratio metrics; averages combine the tasks' paired "
@@ -210,11 +238,21 @@ BASIS_TEXT = {
 def describe_differences(pairs: list[tuple[str, str]], bases: set[str]) -> str:
     if not pairs:
         return "No control/method pair in this run, so no paired differences; nothing is bold."
-    how = "; ".join(BASIS_TEXT[b] for b in ("seeds", "items", "independent") if b in bases) or BASIS_TEXT["seeds"]
+    how = "; ".join(BASIS_TEXT[b] for b in ("seeds×items", "seeds", "items", "independent") if b in bases) \
+        or BASIS_TEXT["seeds"]
     if len(bases) > 1:
         how = "each cell's basis is in the CSV's source_file; " + how
-    return (f"Δ columns: method − control at the same seed, [{how}]. Bold: a difference whose 95% interval excludes "
+    return (f"Δ columns: method − control at the same seed, [{how}]. Bold: a difference whose interval excludes "
             "zero; values are never bolded as 'best'.")
+
+
+def describe_correction(diffs: dict, primary: set[str]) -> str:
+    m = design.n_secondary(diffs, primary)
+    if not m:
+        return " The single row is the primary endpoint: 95% intervals."
+    return (f" Primary endpoint: {', '.join(sorted(primary))} (95% intervals). The other {m} differences are "
+            "secondary, Holm-corrected together: each interval is at its Holm step's level, so a bold secondary "
+            "cell survives the correction.")
 
 
 def run_tables(frame: pd.DataFrame) -> list[Table]:
@@ -223,4 +261,8 @@ def run_tables(frame: pd.DataFrame) -> list[Table]:
     if primary.empty:
         return []
     pairs = primary[["run_id", "suite"]].drop_duplicates().sort_values(["run_id", "suite"])
-    return [run_table(primary, run_id, suite) for run_id, suite in pairs.itertuples(index=False)]
+    tables = []
+    for run_id, suite in pairs.itertuples(index=False):
+        table, power = run_table(primary, run_id, suite)
+        tables += [table] + ([power] if power is not None else [])
+    return tables

@@ -34,7 +34,10 @@ class Difference:
     high: float | None
     n: int                        # paired seeds
     basis: str = "seeds"          # seeds: t over paired seeds; items: one seed, paired by item; independent:
-    n_items: int | None = None    # one seed, per-item stderrs as if independent. n_items: items paired (basis items)
+    n_items: int | None = None    # one seed, per-item stderrs as if independent; seeds×items: several seeds, paired
+    se: float | None = None       # by seed and document (power.py). n_items: documents paired. se, df: what the
+    df: float | None = None       # interval came from (p-values, Holm, power); alpha: its two-sided level
+    alpha: float = 0.05
 
     @property
     def paired(self) -> bool:
@@ -71,9 +74,10 @@ def paired_difference(method: dict, control: dict, method_se: dict, control_se: 
     if n > 1:
         sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
         half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
-        return Difference(mean, mean - half, mean + half, n, "seeds")
+        return Difference(mean, mean - half, mean + half, n, "seeds", se=sd / math.sqrt(n), df=n - 1)
     se_m, se_c = _finite(method_se.get(seeds[0])), _finite(control_se.get(seeds[0]))
     if se_m is None or se_c is None:
         return Difference(mean, None, None, 1, "independent")
-    half = stats.norm.ppf(0.975) * math.sqrt(se_m ** 2 + se_c ** 2)
-    return Difference(mean, mean - half, mean + half, 1, "independent")
+    se = math.sqrt(se_m ** 2 + se_c ** 2)
+    half = stats.norm.ppf(0.975) * se
+    return Difference(mean, mean - half, mean + half, 1, "independent", se=se, df=math.inf)

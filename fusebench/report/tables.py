@@ -38,6 +38,7 @@ class Cell:
     signed: bool = False               # a difference: always show its sign
     ci: tuple[float, float] | None = None   # a difference's 95% interval
     n_seeds: int | None = None         # seeds behind the value (None: not a reproduced mean)
+    stderr_basis: str | None = None    # what ± measures: "seeds" (over seeds) or "docs" (per document, one run)
     run_id: str = ""
     source_file: str = ""
 

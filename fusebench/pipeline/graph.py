@@ -31,7 +31,7 @@ CODE = {
               "fusebench.align.offsets", "fusebench.align.ends", "fusebench.align.document",
               "fusebench.extract.store"),
     "ensemble": ("fusebench.ensemble.model", "fusebench.ensemble.modeling"),
-    "merge": ("fusebench.merge.merge",),
+    "merge": ("fusebench.merge.merge", "fusebench.merge.varm"),
     "eval": ("fusebench.evaluate.api", "fusebench.evaluate.runner", "fusebench.evaluate.suites"),
 }
 

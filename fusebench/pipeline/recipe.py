@@ -107,7 +107,7 @@ class MergeSpec(Strict):
     `{model: NAME, parameters: ...}`, `base_model:` ...) whose model references name recipe models. A block is
     checked with mergekit's MergeConfiguration and kept in `mergekit`; `models` / `base` then list its names."""
 
-    method: Literal["linear", "task_arithmetic", "ties"] = "linear"
+    method: Literal["linear", "task_arithmetic", "ties", "varm"] = "linear"  # varm: base = the pivot (merge/varm.py)
     models: list[str]
     base: str | None = None
     weights: list[float] | None = None
@@ -128,6 +128,13 @@ class MergeSpec(Strict):
         names = referenced_models(data)
         base = data.get("base_model")
         return {"models": [n for n in names if n != base], "base": base, "mergekit": data}
+
+    @model_validator(mode="after")
+    def _varm_needs_the_pivot(self) -> "MergeSpec":
+        if self.method == "varm" and (self.base is None or len(self.models) < 2):
+            raise ValueError("varm merges two or more fine-tunes (`models`) of one pivot: set `base` to the pivot "
+                             "the per-tensor weights are measured from")
+        return self
 
 
 class ModelSpec(Strict):

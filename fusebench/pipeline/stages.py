@@ -214,6 +214,11 @@ def merge(spec, member_ids: dict[str, str]):
 
             merge_models(map_references(spec.mergekit, lambda ref: str(where.get(ref, ref))), ctx.out)
             return
+        if spec.method == "varm":  # FuseChat's VaRM: per-tensor weights from each target's change of the pivot
+            from fusebench.merge.varm import varm_merge
+
+            varm_merge(where[spec.base], [where[m] for m in spec.models], ctx.out)
+            return
         weights = spec.weights or [1.0 / len(spec.models)] * len(spec.models)
         models = [{"path": where[m], "weight": w, **({"density": spec.density} if spec.method == "ties" else {})}
                   for m, w in zip(spec.models, weights)]

@@ -172,12 +172,21 @@ def extract(model_id: str, chunks_id: str, top_k: int, batch_size: int, seq_len:
     return run
 
 
-def vocab_map(kind: str, source_tok_id: str, target_tok_id: str):
+def vocab_map(kind: str, source_tok_id: str, target_tok_id: str, chunks_id: str | None = None):
     def run(ctx: StageContext) -> None:
         from fusebench.align import build_vocab_map
 
-        build_vocab_map(kind, _tokenizer_of(ctx.input(source_tok_id)),
-                        _tokenizer_of(ctx.input(target_tok_id))).save(ctx.out / "vocab_map")
+        source, target = _tokenizer_of(ctx.input(source_tok_id)), _tokenizer_of(ctx.input(target_tok_id))
+        if chunks_id is None:
+            build_vocab_map(kind, source, target).save(ctx.out / "vocab_map")
+            return
+        from fusebench.align.statistics import alignment_counts  # `statistics`: DTW counts over the chunks
+        from fusebench.train.data import chunk_pieces
+
+        texts = [piece for chunk in Chunks(ctx.input(chunks_id)).texts() for piece in chunk_pieces(chunk)]
+        counts = alignment_counts(source, target, texts)
+        build_vocab_map(kind, source, target, counts=counts).save(ctx.out / "vocab_map")
+        counts.save(ctx.out / "vocab_map")
     return run
 
 

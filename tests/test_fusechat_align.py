@@ -150,3 +150,85 @@ def test_the_vocab_map_stage_counts_over_the_training_chunks(tmp_path):
     assert saved.kind == "statistics"
     np.testing.assert_array_equal(saved.src_to_tgt, build_vocab_map("statistics", source, target,
                                                                     counts=expected).src_to_tgt)
+
+
+def test_statistics_aligner_mixes_an_n_to_1_block_by_corpus_counts_hand_computed():
+    import scipy.sparse
+
+    from fusebench.align.transfer import transfer_distributions
+    from fusebench.align.weighted import block_members, weight_blocks
+    from fusebench.extract.store import SequenceDistributions
+
+    # source tokens 10 11 12, target tokens 20 21; target 21 spells source 11 + 12 (an n:1 block)
+    source = SequenceDistributions(input_ids=np.array([10, 11, 12]), topk_ids=np.array([[1, 2], [3, 4], [5, 6]]),
+                                   topk_logprobs=np.log(np.array([[.6, .4], [.7, .3], [.9, .1]], np.float32)),
+                                   gold_logprobs=np.zeros(2, np.float32), sequence_ce=1.0)
+    pairs = np.array([[0, 0], [1, 1], [2, 1]])
+    identity = np.arange(13, dtype=np.int32)
+    plain = transfer_distributions(source, np.array([20, 21]), pairs, identity, source_text="x", target_text="x")
+    assert plain.topk_ids[1].tolist() == [5, 6]  # fusebench's rule: the block's last source alone
+    assert block_members(pairs, 3, 2, plain.source_index) == {1: pytest.approx(np.array([1, 2]))}
+    counts = scipy.sparse.csr_matrix(([1, 3], ([11, 12], [21, 21])), shape=(13, 22))  # weights 1/4 and 3/4
+    mixed = weight_blocks(plain, source, pairs, identity, counts)
+    # 0.75 * {5: .9, 6: .1} + 0.25 * {3: .7, 4: .3} = {5: .675, 3: .175, 6: .075, 4: .075}; the top 2 are kept
+    assert mixed.topk_ids[1].tolist() == [5, 3]
+    np.testing.assert_allclose(np.exp(mixed.topk_logprobs[1]), [0.675, 0.175], rtol=1e-6)
+    np.testing.assert_array_equal(mixed.topk_ids[0], plain.topk_ids[0])  # 1:1 positions are untouched
+    np.testing.assert_array_equal(mixed.source_index, plain.source_index)
+    uncounted = weight_blocks(plain, source, pairs, identity, scipy.sparse.csr_matrix((13, 22), dtype=np.int64))
+    np.testing.assert_array_equal(uncounted.topk_ids, plain.topk_ids)  # never counted: the plain transfer stays
+
+
+def test_statistics_aligner_in_the_align_stage_changes_only_multi_source_blocks(tmp_path, capsys):
+    from pathlib import Path
+
+    import scipy.sparse
+
+    from fusebench.align import tokenization_from_ids
+    from fusebench.align.corpus import AlignedStore, _text
+    from fusebench.align.document import align_document
+    from fusebench.align.vocab_map import VocabMap
+    from fusebench.align.weighted import block_members
+    from fusebench.extract.store import DistributionStore
+    from fusebench.models.tokenizers import load_tokenizer
+
+    data = yaml.safe_load((Path(__file__).parents[1] / "recipes" / "smoke.yaml").read_text())
+    data["models"]["fusellm"]["fusion"].update(aligner="statistics", vocab_map="mined")
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(data))
+    assert main(["plan", str(tmp_path / "r.yaml"), "--workdir", str(tmp_path / "wd")]) == 2
+    assert "set fusion.vocab_map: statistics" in capsys.readouterr().err
+    data["models"]["fusellm"]["fusion"]["vocab_map"] = "statistics"
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(data))
+    assert main(["run", str(tmp_path / "r.yaml"), "--only", "align:src_neox", "--workdir", str(tmp_path / "wd")]) == 0
+    cache = tmp_path / "wd" / "cache"
+    [aligned_dir] = (cache / "align").glob("src_neox[-@]*/store")
+    [vmap_dir] = (cache / "vocabmap").glob("*/vocab_map")
+    [src_dir] = (cache / "extract").glob("src_neox[-@]*/store")
+    [tgt_dir] = (cache / "extract").glob("target@*/store")
+    source_tok, target_tok = (load_tokenizer(next((cache / "tokenizer").glob(f"{n}-*/tokenizer.json")).parent)
+                              for n in ("bpe", "sp"))
+    aligned = AlignedStore(aligned_dir)
+    assert aligned.meta["aligner"] == "statistics" and aligned.meta["quality"]["precision"] == 1.0
+    vmap = VocabMap.load(vmap_dir).src_to_tgt
+    src, tgt = DistributionStore.open(src_dir), DistributionStore.open(tgt_dir)
+    changed = blocks = 0
+    for i in range(len(tgt)):
+        s, t = src.sequence(i), tgt.sequence(i)
+        st, tt = tokenization_from_ids(source_tok, s.input_ids), tokenization_from_ids(target_tok, t.input_ids)
+        kw = dict(source_text=_text(source_tok, s.input_ids), target_text=_text(target_tok, t.input_ids))
+        plain = align_document(s, st, tt, vmap, aligner="dtw", fallback="next", **kw).aligned
+        if plain is None:
+            continue
+        got = aligned.sequence(i)
+        multi = block_members(dtw_pairs(st, tt), len(st), len(tt), plain.source_index)
+        differs = {j for j in range(len(tt)) if not np.array_equal(got.ids[j], plain.topk_ids[j])}
+        assert differs <= set(multi), i  # only positions closing a block of several source tokens change
+        changed, blocks = changed + len(differs), blocks + len(multi)
+    assert blocks > 0 and changed > 0
+    assert scipy.sparse.load_npz(vmap_dir / "alignment_counts.npz").sum() > 0
+
+
+def dtw_pairs(source, target):
+    from fusebench.align.dtw import dtw
+
+    return dtw(source, target).pairs

@@ -14,7 +14,8 @@ from fusebench.errors import FusebenchError
 Aligner = Callable[[Tokenization, Tokenization], Alignment]
 VocabMapBuilder = Callable[..., VocabMap]
 
-ALIGNERS: dict[str, Aligner] = {"dtw": dtw, "offsets": align_by_offsets}
+# `statistics`: DTW's path; the align stage then mixes n:1 blocks by the corpus counts (`fusebench.align.weighted`)
+ALIGNERS: dict[str, Aligner] = {"dtw": dtw, "offsets": align_by_offsets, "statistics": dtw}
 VOCAB_MAPS: dict[str, VocabMapBuilder] = {"em": build_em_map, "mined": build_mined_map,
                                           "statistics": build_statistics_map}  # statistics: needs texts=
 

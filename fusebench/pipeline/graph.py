@@ -29,7 +29,7 @@ CODE = {
     "vocabmap": ("fusebench.align.vocab_map", "fusebench.align.statistics"),
     "align": ("fusebench.align.corpus", "fusebench.align.transfer", "fusebench.align.dtw",
               "fusebench.align.offsets", "fusebench.align.ends", "fusebench.align.document",
-              "fusebench.extract.store"),
+              "fusebench.align.weighted", "fusebench.extract.store"),
     "ensemble": ("fusebench.ensemble.model", "fusebench.ensemble.modeling"),
     "merge": ("fusebench.merge.merge", "fusebench.merge.varm"),
     "eval": ("fusebench.evaluate.api", "fusebench.evaluate.runner", "fusebench.evaluate.suites"),
@@ -53,6 +53,9 @@ def check_registry_names(recipe: Recipe) -> None:
             check(m.fusion.function, FUSION_FUNCTIONS, f"models.{name}.fusion.function")
             check(m.fusion.aligner, ALIGNERS, f"models.{name}.fusion.aligner")
             check(m.fusion.vocab_map, VOCAB_MAPS, f"models.{name}.fusion.vocab_map")
+            if m.fusion.aligner == "statistics" and m.fusion.vocab_map != "statistics":
+                raise FusebenchError(f"models.{name}.fusion.aligner: 'statistics' weights blocks by the corpus "
+                                     "alignment counts of the 'statistics' vocab map; set fusion.vocab_map: statistics")
     for suite in (recipe.evaluate.suites if recipe.evaluate else []):
         check(suite, SUITES, "evaluate.suites")
 

@@ -8,7 +8,7 @@ A recipe names corpora, tokenizers and models; every model is one of five kinds,
                                       shares the tokenizer) and FuseLLM (sources, aligned) are one method,
 - `ensemble:` / `merge:`          output ensembles and weight merges of other models.
 `pairwise: true` on a continual model with N teachers is FuseChat's pairwise fusion: N models, one per teacher
-(`expand_pairwise`).
+(`fusebench.pipeline.pairwise`).
 `include: other.yaml` deep-merges this file over another one, and `key.path=value` overrides from the command line
 are applied last. Errors name the file, the key path, what was expected and the closest valid names.
 """
@@ -244,6 +244,8 @@ class Recipe(Strict):
     @model_validator(mode="before")
     @classmethod
     def _pairwise(cls, data: Any) -> Any:
+        from fusebench.pipeline.pairwise import expand_pairwise
+
         return expand_pairwise(data)
 
     @model_validator(mode="after")
@@ -284,48 +286,6 @@ class Recipe(Strict):
 
 
 # --- loading -----------------------------------------------------------------------------------------------------
-
-def expand_pairwise(data: Any) -> Any:
-    """FuseChat's pairwise fusion in the schema: a model with `pairwise: true` and N `teachers` stands for N models
-    `<name>-<teacher>`, each continually trained from the same `init` with that one teacher and the same settings,
-    so all of them read the pivot's one chunks stage and distribution store, and each source is extracted and aligned
-    once. Where a merge's or ensemble's `models` or `evaluate.models` name the group, they mean all N, in order."""
-    if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
-        return data
-    groups: dict[str, list[str]] = {}
-    models: dict[str, Any] = {}
-    for name, spec in data["models"].items():
-        if not (isinstance(spec, dict) and "pairwise" in spec):
-            models[name] = spec
-            continue
-        spec = dict(spec)
-        flag, teachers = spec.pop("pairwise"), spec.get("teachers") or []
-        if not isinstance(flag, bool) or (flag and not (spec.get("init") and teachers)):
-            raise ValueError(f"models.{name}.pairwise: true needs `init` (the pivot) and `teachers` (one fused "
-                             f"model is trained per teacher); got pairwise={flag!r}, teachers={teachers!r}")
-        if not flag:
-            models[name] = spec
-            continue
-        groups[name] = [f"{name}-{t}" for t in teachers]
-        for child, teacher in zip(groups[name], teachers):
-            if child in data["models"]:
-                raise ValueError(f"models.{name}: pairwise fusion names its model for teacher {teacher!r} "
-                                 f"{child!r}, which the recipe already defines; rename one of them")
-            models[child] = {**spec, "teachers": [teacher]}
-
-    def members(names: Any) -> Any:
-        return [m for n in names for m in groups.get(n, [n])] if isinstance(names, list) else names
-
-    for spec in models.values():
-        if isinstance(spec, dict) and isinstance(spec.get("merge"), dict) and "merge_method" not in spec["merge"]:
-            spec["merge"] = {**spec["merge"], "models": members(spec["merge"].get("models"))}
-        if isinstance(spec, dict) and "ensemble" in spec:
-            spec["ensemble"] = members(spec["ensemble"])
-    out = {**data, "models": models}
-    if isinstance(data.get("evaluate"), dict) and "models" in data["evaluate"]:
-        out["evaluate"] = {**data["evaluate"], "models": members(data["evaluate"]["models"])}
-    return out
-
 
 def _deep_merge(base: dict, over: dict) -> dict:
     out = dict(base)

@@ -13,7 +13,8 @@ def expand_pairwise(data: Any) -> Any:
     """FuseChat's pairwise fusion in the schema: a model with `pairwise: true` and N `teachers` stands for N models
     `<name>-<teacher>`, each continually trained from the same `init` with that one teacher and the same settings,
     so all of them read the pivot's one chunks stage and distribution store, and each source is extracted and aligned
-    once. Where a merge's or ensemble's `models` or `evaluate.models` name the group, they mean all N, in order."""
+    once. Where a short-form merge's or an ensemble's `models` or `evaluate.models` name the group, they mean all N,
+    in order (a mergekit block names each model: `<name>-<teacher>`)."""
     if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
         return data
     groups: dict[str, list[str]] = {}

@@ -67,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--text", help="the text to tokenize")
     g.add_argument("--file", help="a file holding the text")
-    p.add_argument("--aligner", default="dtw", help="dtw (default) or offsets")
+    p.add_argument("--aligner", default="dtw", help="dtw (default), offsets, or statistics (DTW's path here)")
+    p.add_argument("--vocab-map", default=None, help="also build this vocab map (em, mined, statistics: counted "
+                   "over the text) and report its coverage and agreement on the text")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
     p = sub.add_parser("eval", help="evaluate a model through lm-eval: fusebench suites or any lm-eval task, "

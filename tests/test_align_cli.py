@@ -57,6 +57,6 @@ def test_align_reports_bad_input_as_a_clear_error(capsys, tmp_path, bpe_tokenize
     assert main(["align", "--source", tok, "--target", tok, "--text", ""]) == 2
     assert "empty" in capsys.readouterr().err
     assert main(["align", "--source", tok, "--target", tok, "--text", "x", "--aligner", "needleman"]) == 2
-    assert "valid names are: dtw, offsets" in capsys.readouterr().err
+    assert "valid names are: dtw, offsets, statistics" in capsys.readouterr().err
     assert main(["align", "--source", str(tmp_path / "no-tokenizer"), "--target", tok, "--text", "x"]) == 2
     assert "cannot load tokenizer" in capsys.readouterr().err

@@ -166,6 +166,6 @@ def test_offsets_aligner_works_from_token_ids_alone(llama_and_mpt):
 
 
 def test_aligner_registry_names_the_valid_aligners_for_an_unknown_name():
-    assert set(ALIGNERS) == {"dtw", "offsets"}
-    with pytest.raises(FusebenchError, match="dtw, offsets"):
+    assert set(ALIGNERS) == {"dtw", "offsets", "statistics"}
+    with pytest.raises(FusebenchError, match="dtw, offsets, statistics"):
         get_aligner("needleman")

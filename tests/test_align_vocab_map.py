@@ -103,8 +103,8 @@ def test_vocab_map_load_explains_a_missing_map(tmp_path):
 
 
 def test_vocab_map_registry_names_the_valid_kinds_for_an_unknown_kind(llama_and_mpt):
-    assert set(VOCAB_MAPS) == {"em", "mined"}
-    with pytest.raises(FusebenchError, match="em, mined"):
+    assert set(VOCAB_MAPS) == {"em", "mined", "statistics"}
+    with pytest.raises(FusebenchError, match="em, mined, statistics"):
         build_vocab_map("fuzzy", *llama_and_mpt)
 
 

@@ -63,7 +63,8 @@ def test_mince_per_byte_prefers_the_coarse_tokenizer_with_fewer_total_nats():
 def test_unknown_fusion_function_lists_the_known_ones():
     with pytest.raises(FusebenchError, match="mince, avgce, mince_per_byte"):
         get_fusion_function("maxce")
-    assert DEFAULT_FUSION == "mince" and set(FUSION_FUNCTIONS) == {"mince", "avgce", "mince_per_byte"}
+    assert DEFAULT_FUSION == "mince" and set(FUSION_FUNCTIONS) == {"mince", "avgce", "mince_per_byte",
+                                                                  "greater_gt_hard"}
 
 
 def test_candidates_of_different_lengths_are_refused():

@@ -27,15 +27,34 @@ def main(args: argparse.Namespace) -> int:
     src_end, tgt_end = token_ends(source, target)
     transfer = transfer_sources(alignment.pairs, src_end, tgt_end)
     figures = quality(transfer, src_end, tgt_end)
+    vmap = _vocab_map_figures(args, text, source, target, transfer) if getattr(args, "vocab_map", None) else None
     if args.json:
         print(json.dumps({"source_tokens": source.tokens, "target_tokens": target.tokens,
                           "pairs": alignment.pairs.tolist(), "cost": alignment.cost, "transfer": transfer.tolist(),
-                          "coverage": figures["coverage"], "precision": figures["precision"]}, ensure_ascii=False))
+                          "coverage": figures["coverage"], "precision": figures["precision"],
+                          **({"vocab_map": vmap} if vmap else {})}, ensure_ascii=False))
     else:
         print(format_alignment(source, target, alignment))
         print(f"transfer: coverage {100 * figures['coverage']:.1f}% of target positions receive a source "
               f"distribution, precision {100 * figures['precision']:.1f}% of those end where their source does")
+        if vmap:
+            print(f"vocab map {vmap['kind']}: {100 * vmap['coverage']:.1f}% of source ids mapped; on this text it "
+                  f"sends {100 * vmap['agreement']:.1f}% of transferred positions' source tokens to the target token")
     return 0
+
+
+def _vocab_map_figures(args: argparse.Namespace, text: str, source: Tokenization, target: Tokenization,
+                       transfer) -> dict:
+    """The vocab map's coverage (share of source ids with a target id) and agreement (`statistics.map_agreement`:
+    share of transferred positions whose source token the map sends to exactly the target's token)."""
+    from fusebench.align.registry import build_vocab_map
+    from fusebench.align.statistics import map_agreement
+
+    source_tok, target_tok = resolve_tokenizer(args.source), resolve_tokenizer(args.target)
+    corpus = {"texts": [text]} if args.vocab_map == "statistics" else {}
+    vmap = build_vocab_map(args.vocab_map, source_tok, target_tok, **corpus)
+    return {"kind": vmap.kind, "coverage": vmap.coverage(),
+            "agreement": map_agreement(vmap.src_to_tgt, source.ids, target.ids, transfer)}
 
 
 def resolve_tokenizer(spec: str):

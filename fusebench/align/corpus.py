@@ -70,12 +70,14 @@ def align_stores(*, aligner: str, fallback: str, source_store: Path, target_stor
                              "extractions on the same chunks stage.")
     vmap = VocabMap.load(vocab_map, source_tokenizer, target_tokenizer)
     src_to_tgt = _cover_model_vocab(vmap.src_to_tgt, src.vocab_size)
+    counts = _alignment_counts(vocab_map) if aligner == "statistics" else None
     out_dir.mkdir(parents=True, exist_ok=True)
     num_shards = (len(tgt) + SHARD - 1) // SHARD
     pending = [k for k in range(num_shards) if not (out_dir / f"shard-{k:05d}" / "done").exists()]
     parallel.barrier()  # every rank has listed the missing shards before any is written: all split them alike
     mine = parallel.rank_share(pending)
-    job = functools.partial(_align_one, src, tgt, source_tokenizer, target_tokenizer, src_to_tgt, aligner, fallback)
+    job = functools.partial(_align_one, src, tgt, source_tokenizer, target_tokenizer, src_to_tgt, aligner, fallback,
+                            counts)
     docs = [i for k in mine for i in range(k * SHARD, min(len(tgt), (k + 1) * SHARD))]
     results = parallel.ordered_map(job, docs, workers or parallel.default_workers())
     for shard in tqdm(mine, desc=f"align ({aligner})", unit="shard", disable=parallel.world()[0] != 0):
@@ -99,7 +101,21 @@ def align_stores(*, aligner: str, fallback: str, source_store: Path, target_stor
     return out_dir
 
 
-def _align_one(src, tgt, source_tokenizer, target_tokenizer, src_to_tgt, aligner: str, fallback: str, i: int):
+def _alignment_counts(vocab_map: Path):
+    """The corpus counts a `statistics` vocab map was built from (saved beside it by its stage)."""
+    from fusebench.align.statistics import COUNTS_FILE
+
+    path = Path(vocab_map) / COUNTS_FILE
+    if not path.is_file():
+        raise FusebenchError(f"the 'statistics' aligner weights blocks by corpus alignment counts, which {path} "
+                             "should hold: set fusion.vocab_map to 'statistics' too (its stage counts them).")
+    import scipy.sparse
+
+    return scipy.sparse.load_npz(path).tocsr()
+
+
+def _align_one(src, tgt, source_tokenizer, target_tokenizer, src_to_tgt, aligner: str, fallback: str, counts,
+               i: int):
     """Document i: (target length, aligned distributions or None when the source was cut short, figures). Pure:
     reads the stores and returns, so any split over processes gives the same store."""
     from fusebench.align import tokenization_from_ids
@@ -109,7 +125,7 @@ def _align_one(src, tgt, source_tokenizer, target_tokenizer, src_to_tgt, aligner
     doc = align_document(s, tokenization_from_ids(source_tokenizer, s.input_ids),
                          tokenization_from_ids(target_tokenizer, t.input_ids), src_to_tgt, aligner=aligner,
                          fallback=fallback, source_text=_text(source_tokenizer, s.input_ids),
-                         target_text=_text(target_tokenizer, t.input_ids))
+                         target_text=_text(target_tokenizer, t.input_ids), counts=counts)
     return len(t.input_ids), doc.aligned, doc.quality or {"cut_short": 1}
 
 

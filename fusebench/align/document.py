@@ -38,8 +38,9 @@ def is_cut_short(source_text: str, target_text: str) -> bool:
 
 def align_document(source: SequenceDistributions, source_tokens: Tokenization, target_tokens: Tokenization,
                    src_to_tgt: np.ndarray, *, aligner: str, fallback: str, source_text: str,
-                   target_text: str) -> AlignedDocument:
-    """Align one document; `source_text` / `target_text` are the decoded texts in the form both sides compare."""
+                   target_text: str, counts=None) -> AlignedDocument:
+    """Align one document; `source_text` / `target_text` are the decoded texts in the form both sides compare.
+    `counts` (the `statistics` aligner only): the corpus alignment counts its n:1 blocks are weighted by."""
     if is_cut_short(source_text, target_text):
         return AlignedDocument(None, None)
     path = get_aligner(aligner)(source_tokens, target_tokens)
@@ -47,6 +48,10 @@ def align_document(source: SequenceDistributions, source_tokens: Tokenization, t
     out = transfer_distributions(source, np.asarray(target_tokens.ids), path.pairs, src_to_tgt,
                                  source_text=source_text, target_text=target_text, fallback=fallback,
                                  source_ends=src_end, target_ends=tgt_end)
+    if aligner == "statistics":
+        from fusebench.align.weighted import weight_blocks
+
+        out = weight_blocks(out, source, path.pairs, src_to_tgt, counts)
     figures = quality(out.source_index.astype(np.int64), src_end, tgt_end)
     blocks = end_matched_sources(path.pairs.astype(np.int64), len(source_tokens), len(target_tokens))
     closed = blocks >= 0

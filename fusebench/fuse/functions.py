@@ -13,6 +13,10 @@ of candidates (by convention the target's own first) and return a `FusedTarget`:
 - `mince_per_byte`: MinCE on CE per byte of text instead of per token. A model with a coarser tokenizer predicts
   fewer, harder tokens, so its per-token CE looks worse for the same text; total nats / bytes does not have that bias.
   The text is the same for every candidate, so this picks the lowest total nats CE_i x predicted_tokens_i.
+- `greater_gt_hard` (FuseChat's "greater as ground truth, hard"): per sequence, the lowest-CE source's distribution
+  if that CE is strictly lower than the target's (pivot's) own, else the gold next token as a one-hot. The pivot's
+  own top-k is never a target: a source teaches only where it models the sequence better, and elsewhere the fusion
+  term reduces to the CLM loss. Needs the target's own candidate first (`fusion.include_own`, the default).
 
 The fusion temperature T is applied to each candidate *before* fusing (`soften`: softmax over its slots of
 log-prob / T), as the reference implementation does, and not to the student's logits: for AvgCE the mixture of
@@ -42,12 +46,15 @@ class Candidate:
     logprobs: np.ndarray   # [T, k] float32, -inf in empty slots
     ce: float              # mean nats per predicted token, on the model's own tokenization
     num_predicted: int | None = None  # how many tokens that mean is over (needed by per-byte variants)
+    gold: np.ndarray | None = None  # [T] int64 next target token per position (-1 at the last); own store only
 
     @classmethod
     def of(cls, d: SequenceDistributions | AlignedDistributions) -> "Candidate":
         """From the target's own store sequence or from a source transferred into target space."""
-        n = d.num_predicted if isinstance(d, AlignedDistributions) else d.length - 1
-        return cls(d.topk_ids, d.topk_logprobs, float(d.sequence_ce), n)
+        if isinstance(d, AlignedDistributions):
+            return cls(d.topk_ids, d.topk_logprobs, float(d.sequence_ce), d.num_predicted)
+        gold = np.append(np.asarray(d.input_ids[1:], dtype=np.int64), PAD_ID)  # position t predicts token t+1
+        return cls(d.topk_ids, d.topk_logprobs, float(d.sequence_ce), d.length - 1, gold)
 
 
 @dataclass
@@ -119,7 +126,31 @@ def avgce(candidates: Sequence[Candidate], num_bytes: int | None = None) -> Fuse
     return FusedTarget(fused_ids, fused_lp, weights)
 
 
-FUSION_FUNCTIONS: dict[str, FusionFn] = {"mince": mince, "avgce": avgce, "mince_per_byte": mince_per_byte}
+def greater_gt_hard(candidates: Sequence[Candidate], num_bytes: int | None = None) -> FusedTarget:
+    ce = _check(candidates)
+    pivot = candidates[0]
+    if pivot.gold is None:
+        raise FusebenchError("greater_gt_hard needs the target's own distributions as the first candidate (its "
+                             "CE is the bar a source must beat, its tokens the gold labels): set fusion.include_own "
+                             "to true.")
+    if len(candidates) > 1:
+        best = 1 + int(np.argmin(ce[1:]))  # first minimum among the sources
+        if ce[best] < ce[0]:
+            weights = np.zeros(len(candidates))
+            weights[best] = 1.0
+            c = candidates[best]
+            return FusedTarget(np.asarray(c.ids, dtype=np.int64), np.asarray(c.logprobs, dtype=np.float32), weights)
+    gold = np.asarray(pivot.gold, dtype=np.int64)
+    ids = np.full((len(gold), 1), PAD_ID, dtype=np.int64)
+    ids[:, 0] = gold
+    lp = np.where(gold >= 0, 0.0, -np.inf).astype(np.float32)[:, None]  # log 1 on the gold token
+    weights = np.zeros(len(candidates))
+    weights[0] = 1.0  # the pivot's slot in fusion_choices.json counts the sequences trained on gold labels
+    return FusedTarget(ids, lp, weights)
+
+
+FUSION_FUNCTIONS: dict[str, FusionFn] = {"mince": mince, "avgce": avgce, "mince_per_byte": mince_per_byte,
+                                         "greater_gt_hard": greater_gt_hard}
 DEFAULT_FUSION = "mince"
 
 
@@ -137,7 +168,7 @@ def soften(candidate: Candidate, temperature: float) -> Candidate:
     if temperature == 1.0:
         return candidate
     lp = _renormalise(np.asarray(candidate.logprobs, dtype=np.float64) / temperature).astype(np.float32)
-    return Candidate(candidate.ids, lp, candidate.ce, candidate.num_predicted)
+    return Candidate(candidate.ids, lp, candidate.ce, candidate.num_predicted, candidate.gold)
 
 
 def fuse(name: str, candidates: Sequence[Candidate], num_bytes: int | None = None,

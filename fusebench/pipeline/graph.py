@@ -26,12 +26,12 @@ CODE = {
     "model": ("fusebench.models.build", "fusebench.train.loop", "fusebench.train.data"),
     "model+teachers": ("fusebench.fuse.loss", "fusebench.fuse.functions", "fusebench.fuse.targets"),
     "extract": ("fusebench.extract.extract", "fusebench.extract.store", "fusebench.train.data"),
-    "vocabmap": ("fusebench.align.vocab_map",),
+    "vocabmap": ("fusebench.align.vocab_map", "fusebench.align.statistics"),
     "align": ("fusebench.align.corpus", "fusebench.align.transfer", "fusebench.align.dtw",
               "fusebench.align.offsets", "fusebench.align.ends", "fusebench.align.document",
-              "fusebench.extract.store"),
+              "fusebench.align.weighted", "fusebench.extract.store"),
     "ensemble": ("fusebench.ensemble.model", "fusebench.ensemble.modeling"),
-    "merge": ("fusebench.merge.merge",),
+    "merge": ("fusebench.merge.merge", "fusebench.merge.varm"),
     "eval": ("fusebench.evaluate.api", "fusebench.evaluate.runner", "fusebench.evaluate.suites"),
 }
 
@@ -53,6 +53,9 @@ def check_registry_names(recipe: Recipe) -> None:
             check(m.fusion.function, FUSION_FUNCTIONS, f"models.{name}.fusion.function")
             check(m.fusion.aligner, ALIGNERS, f"models.{name}.fusion.aligner")
             check(m.fusion.vocab_map, VOCAB_MAPS, f"models.{name}.fusion.vocab_map")
+            if m.fusion.aligner == "statistics" and m.fusion.vocab_map != "statistics":
+                raise FusebenchError(f"models.{name}.fusion.aligner: 'statistics' weights blocks by the corpus "
+                                     "alignment counts of the 'statistics' vocab map; set fusion.vocab_map: statistics")
     for suite in (recipe.evaluate.suites if recipe.evaluate else []):
         check(suite, SUITES, "evaluate.suites")
 
@@ -218,8 +221,11 @@ class GraphBuilder:
                 seq_len: int) -> str:
         src_store = self.extract(teacher, chunks, fusion, seq_len)
         src_tok, tgt_tok = self.tokenizer_of(teacher), self.tokenizer_of(target)
-        vmap = self.add(f"vocabmap:{src_tok.split(':', 1)[1]}->{tgt_tok.split(':', 1)[1]}.{fusion.vocab_map}",
-                        {"kind": fusion.vocab_map}, [src_tok, tgt_tok], S.vocab_map(fusion.vocab_map, src_tok, tgt_tok))
+        # `statistics` counts DTW alignments over the training chunks, so those are an input (and in its name)
+        corpus = [chunks] if fusion.vocab_map == "statistics" else []
+        vmap = self.add(f"vocabmap:{src_tok.split(':', 1)[1]}->{tgt_tok.split(':', 1)[1]}.{fusion.vocab_map}"
+                        + "".join(f"@{c.split(':', 1)[1]}" for c in corpus), {"kind": fusion.vocab_map},
+                        [src_tok, tgt_tok, *corpus], S.vocab_map(fusion.vocab_map, src_tok, tgt_tok, *corpus))
         cfg = {"aligner": fusion.aligner, "fallback": fusion.fallback}
         return self.add(f"align:{teacher}{self.sfx(teacher)}->{target}{self.sfx(target)}@{chunks.split(':', 1)[1]}.{fusion.aligner}.{fusion.vocab_map}."
                         f"{fusion.fallback}", cfg, [src_store, target_store, vmap, src_tok, tgt_tok],

@@ -7,6 +7,8 @@ A recipe names corpora, tokenizers and models; every model is one of five kinds,
 - `init:` + `train:` [+ `teachers:`]  continual training of another model: CLM (no teachers), KD (one teacher that
                                       shares the tokenizer) and FuseLLM (sources, aligned) are one method,
 - `ensemble:` / `merge:`          output ensembles and weight merges of other models.
+`pairwise: true` on a continual model with N teachers is FuseChat's pairwise fusion: N models, one per teacher
+(`fusebench.pipeline.pairwise`).
 `include: other.yaml` deep-merges this file over another one, and `key.path=value` overrides from the command line
 are applied last. Errors name the file, the key path, what was expected and the closest valid names.
 """
@@ -114,7 +116,7 @@ class MergeSpec(Strict):
     `{model: NAME, parameters: ...}`, `base_model:` ...) whose model references name recipe models. A block is
     checked with mergekit's MergeConfiguration and kept in `mergekit`; `models` / `base` then list its names."""
 
-    method: Literal["linear", "task_arithmetic", "ties"] = "linear"
+    method: Literal["linear", "task_arithmetic", "ties", "varm"] = "linear"  # varm: base = the pivot (merge/varm.py)
     models: list[str] = Field(min_length=1)
     base: str | None = None
     weights: list[float] | None = None
@@ -135,6 +137,13 @@ class MergeSpec(Strict):
         names = referenced_models(data)
         base = data.get("base_model")
         return {"models": [n for n in names if n != base], "base": base, "mergekit": data}
+
+    @model_validator(mode="after")
+    def _varm_needs_the_pivot(self) -> "MergeSpec":
+        if self.method == "varm" and (self.base is None or len(self.models) < 2):
+            raise ValueError("varm merges two or more fine-tunes (`models`) of one pivot: set `base` to the pivot "
+                             "the per-tensor weights are measured from")
+        return self
 
 
 class ModelSpec(Strict):
@@ -251,6 +260,13 @@ class Recipe(Strict):
     seeds: list[int] = []
     # write into the repo's results/ and reports/ (like `fusebench run --publish`); otherwise into the workdir
     publish: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pairwise(cls, data: Any) -> Any:
+        from fusebench.pipeline.pairwise import expand_pairwise
+
+        return expand_pairwise(data)
 
     @model_validator(mode="after")
     def _references(self):

@@ -172,12 +172,21 @@ def extract(model_id: str, chunks_id: str, top_k: int, batch_size: int, seq_len:
     return run
 
 
-def vocab_map(kind: str, source_tok_id: str, target_tok_id: str):
+def vocab_map(kind: str, source_tok_id: str, target_tok_id: str, chunks_id: str | None = None):
     def run(ctx: StageContext) -> None:
         from fusebench.align import build_vocab_map
 
-        build_vocab_map(kind, _tokenizer_of(ctx.input(source_tok_id)),
-                        _tokenizer_of(ctx.input(target_tok_id))).save(ctx.out / "vocab_map")
+        source, target = _tokenizer_of(ctx.input(source_tok_id)), _tokenizer_of(ctx.input(target_tok_id))
+        if chunks_id is None:
+            build_vocab_map(kind, source, target).save(ctx.out / "vocab_map")
+            return
+        from fusebench.align.statistics import alignment_counts  # `statistics`: DTW counts over the chunks
+        from fusebench.train.data import chunk_pieces
+
+        texts = [piece for chunk in Chunks(ctx.input(chunks_id)).texts() for piece in chunk_pieces(chunk)]
+        counts = alignment_counts(source, target, texts)
+        build_vocab_map(kind, source, target, counts=counts).save(ctx.out / "vocab_map")
+        counts.save(ctx.out / "vocab_map")
     return run
 
 
@@ -213,6 +222,11 @@ def merge(spec, member_ids: dict[str, str]):
             from fusebench.merge.merge import map_references
 
             merge_models(map_references(spec.mergekit, lambda ref: str(where.get(ref, ref))), ctx.out)
+            return
+        if spec.method == "varm":  # FuseChat's VaRM: per-tensor weights from each target's change of the pivot
+            from fusebench.merge.varm import varm_merge
+
+            varm_merge(where[spec.base], [where[m] for m in spec.models], ctx.out)
             return
         weights = spec.weights or [1.0 / len(spec.models)] * len(spec.models)
         models = [{"path": where[m], "weight": w, **({"density": spec.density} if spec.method == "ties" else {})}

@@ -1,8 +1,8 @@
 """The bubblewrap engine's seccomp filter: syscalls an untrusted test program never needs, refused with EPERM.
 
-Everything is allowed except `BLOCKED` (debugging other processes, kernel keyrings, eBPF, perf, userfaultfd,
-io_uring, loading kernels or modules, namespaces and mounts, file handles, accounting, swap, reboot, the kernel
-log, quotas) and the tty ioctls that push input into a terminal (TIOCSTI) or drive the console (TIOCLINUX). A
+Everything is allowed except `BLOCKED` (debugging other processes or taking their fds, kernel keyrings, eBPF,
+perf, userfaultfd, io_uring, loading kernels or modules, namespaces and mounts, file handles, accounting, swap,
+reboot, the kernel log, quotas) and the tty ioctls that push input into a terminal (TIOCSTI) or drive the console (TIOCLINUX). A
 syscall through a non-native ABI (i386 `int $0x80`, x32) kills the process: a filter written for x86_64 numbers
 would not see it. clone/clone3 stay allowed: clone3's flags cannot be inspected, and new user namespaces are
 already refused by bwrap's --disable-userns (other namespaces need capabilities the program does not have).
@@ -26,7 +26,9 @@ BLOCKED: tuple[str, ...] = (
     "kexec_file_load", "init_module", "finit_module", "delete_module", "unshare", "setns", "mount", "umount2",
     "pivot_root", "move_mount", "open_tree", "fsopen", "fsmount", "fspick", "fsconfig", "mount_setattr",
     "open_by_handle_at", "name_to_handle_at", "acct", "swapon", "swapoff", "reboot", "syslog", "quotactl",
-    "lookup_dcookie")
+    "lookup_dcookie",
+    # another process's fds, memory advice or fd table: pidfd_getfd took bwrap's init's status eventfd (issue 18)
+    "pidfd_open", "pidfd_getfd", "process_madvise", "process_mrelease", "kcmp")
 TIOCSTI, TIOCLINUX = 0x5412, 0x541C
 BLOCKED_IOCTLS = {"TIOCSTI": TIOCSTI, "TIOCLINUX": TIOCLINUX}
 
@@ -88,6 +90,13 @@ def program() -> bytes:
     if not data or len(data) % 8:  # struct sock_filter is 8 bytes
         raise OSError(f"libseccomp exported a malformed filter ({len(data)} bytes)")
     return data
+
+
+def syscall_number(name: str) -> int:
+    """`name`'s syscall number on this machine's native architecture (what the sandbox's launcher calls)."""
+    lib = ctypes.CDLL(LIBRARY, use_errno=True)
+    lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+    return _number(lib, name)
 
 
 def _number(lib: ctypes.CDLL, name: str) -> int:

@@ -120,7 +120,8 @@ def _run(engine: str, argv: list[str], files: dict[str, str | bytes], limits: Li
                 filter_fd = _memfd("seccomp", seccomp.program())
                 fds.append(filter_fd)
                 cmd = bwrap.command(argv, uid=inside_uid, limits=limits, file_fds=file_fds, status_fd=status_w,
-                                    ready_fd=ready_w, seccomp_fd=filter_fd)
+                                    ready_fd=ready_w, seccomp_fd=filter_fd,
+                                    prctl_number=seccomp.syscall_number("prctl"))
             else:
                 cmd = unshare.command(argv, uid=inside_uid, limits=limits, file_fds=file_fds, ready_fd=ready_w)
             # the pipes' write ends, the files' memfds and (bwrap) the filter's: everything opened after the pipes

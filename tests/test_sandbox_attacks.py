@@ -349,3 +349,4 @@ def test_no_other_process_in_the_sandbox_can_be_read_or_written(leaves_nothing):
     """
     result = run_py(code)
     assert result.status == "passed", result.stdout + result.stderr
+

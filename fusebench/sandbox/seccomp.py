@@ -2,14 +2,17 @@
 
 Everything is allowed except `BLOCKED` (debugging other processes or taking their fds, kernel keyrings, eBPF,
 perf, userfaultfd, io_uring, loading kernels or modules, namespaces and mounts, file handles, accounting, swap,
-reboot, the kernel log, quotas) and the tty ioctls that push input into a terminal (TIOCSTI) or drive the console (TIOCLINUX). A
+reboot, the kernel log, quotas) and `BLOCKED_CALLS`, refused only for some arguments: the tty ioctls that push
+input into a terminal (TIOCSTI) or drive the console (TIOCLINUX), and unix sockets that could reach a host
+socket bound under a mounted tree (socket(AF_UNIX), datagram socketpairs). A
 syscall through a non-native ABI (i386 `int $0x80`, x32) kills the process: a filter written for x86_64 numbers
 would not see it. clone/clone3 stay allowed: clone3's flags cannot be inspected, and new user namespaces are
 already refused by bwrap's --disable-userns (other namespaces need capabilities the program does not have).
 
 The filter is compiled by libseccomp (the library systemd, Flatpak and container runtimes use), called through
 ctypes: it is the kernel interface's own reference library, and neither PyPI nor Debian has a maintained binding
-for this venv's Python. bwrap loads the compiled program (`--seccomp FD`) just before it execs the program.
+for this venv's Python. bwrap loads the compiled program (`--seccomp FD`) just before it execs the sandbox's PID 1
+(`bwrap.LAUNCHER`), so everything in the sandbox runs under it.
 """
 
 from __future__ import annotations
@@ -30,7 +33,20 @@ BLOCKED: tuple[str, ...] = (
     # another process's fds, memory advice or fd table: pidfd_getfd took bwrap's init's status eventfd (issue 18)
     "pidfd_open", "pidfd_getfd", "process_madvise", "process_mrelease", "kcmp")
 TIOCSTI, TIOCLINUX = 0x5412, 0x541C
-BLOCKED_IOCTLS = {"TIOCSTI": TIOCSTI, "TIOCLINUX": TIOCLINUX}
+AF_UNIX, SOCK_DGRAM, SOCK_RAW, SOCK_TYPE_MASK = 1, 2, 3, 0xF
+# Calls refused only with these arguments: syscall, then (argument index, mask, value) tests that must all hold.
+# Arguments the kernel reads as int are compared on their low 32 bits, or high bits would slip past.
+BLOCKED_CALLS: tuple[tuple[str, tuple[tuple[int, int, int], ...]], ...] = (
+    # tty ioctls that push input into a terminal or drive the console
+    ("ioctl", ((1, 0xFFFFFFFF, TIOCSTI),)), ("ioctl", ((1, 0xFFFFFFFF, TIOCLINUX),)),
+    # unix sockets: a network namespace does not cover those bound to a path, and the sandbox binds host trees
+    # where a host service may listen (issue 18). A new AF_UNIX socket could connect() or sendto() one; of
+    # socketpair's (already connected), only a datagram one can still name another address in sendto()
+    # (SOCK_RAW is a datagram socket in AF_UNIX). Stream and seqpacket pairs (subprocess plumbing) stay allowed.
+    ("socket", ((0, 0xFFFFFFFF, AF_UNIX),)),
+    ("socketpair", ((0, 0xFFFFFFFF, AF_UNIX), (1, SOCK_TYPE_MASK, SOCK_DGRAM))),
+    ("socketpair", ((0, 0xFFFFFFFF, AF_UNIX), (1, SOCK_TYPE_MASK, SOCK_RAW))),
+)
 
 # from <seccomp.h> (libseccomp 2.5)
 _ACT_ALLOW, _ACT_KILL_PROCESS = 0x7FFF0000, 0x80000000
@@ -76,11 +92,10 @@ def program() -> bytes:
         _check(lib.seccomp_attr_set(ctx, _FLTATR_ACT_BADARCH, _ACT_KILL_PROCESS), "seccomp_attr_set(BADARCH)")
         for name in BLOCKED:
             _check(lib.seccomp_rule_add_array(ctx, _ACT_ERRNO_EPERM, _number(lib, name), 0, None), name)
-        ioctl = _number(lib, "ioctl")
-        for name, request in BLOCKED_IOCTLS.items():
-            # the kernel reads ioctl's request as 32 bits: compare only those, or high bits would slip past
-            cmp = _ArgCmp(1, _CMP_MASKED_EQ, 0xFFFFFFFF, request)
-            _check(lib.seccomp_rule_add_array(ctx, _ACT_ERRNO_EPERM, ioctl, 1, ctypes.byref(cmp)), f"ioctl {name}")
+        for name, tests in BLOCKED_CALLS:
+            cmps = (_ArgCmp * len(tests))(*(_ArgCmp(arg, _CMP_MASKED_EQ, mask, value) for arg, mask, value in tests))
+            _check(lib.seccomp_rule_add_array(ctx, _ACT_ERRNO_EPERM, _number(lib, name), len(tests), cmps),
+                   f"{name} {tests}")
         with tempfile.TemporaryFile() as out:
             _check(lib.seccomp_export_bpf(ctx, out.fileno()), "seccomp_export_bpf")
             out.seek(0)

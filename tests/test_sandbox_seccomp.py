@@ -37,7 +37,8 @@ tries = {
     'ioctl(TIOCSTI)': (16, 0, 0x5412, ctypes.byref(ctypes.c_char(b'x'))),
     'ioctl(TIOCSTI | high bits)': (16, 0, 0x1_0000_5412, ctypes.byref(ctypes.c_char(b'x'))),
     'ioctl(TIOCLINUX)': (16, 0, 0x541C, ctypes.byref(ctypes.c_char(b'\\x0b'))),
-    'pidfd_open(1)': (434, 1, 0), 'pidfd_getfd': (438, 0, 0, 0), 'kcmp(KCMP_FILE)': (312, os.getpid(), os.getpid(), 0, 0, 0),
+    'pidfd_open(1)': (434, 1, 0), 'pidfd_getfd': (438, 0, 0, 0),
+    'kcmp(KCMP_FILE)': (312, os.getpid(), os.getpid(), 0, 0, 0),
     'process_madvise': (440, 0, 0, 0, 0, 0), 'process_mrelease': (448, 0, 0),
 }
 seen = {}

@@ -16,9 +16,21 @@ from pathlib import Path
 import pytest
 
 from fusebench.evaluate.code_exec import run_tests
+from fusebench.sandbox import ENV, SandboxError, resolve
 from sandbox_audit import ROOT_ONLY, leaves_nothing, run_py  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.toolchains, ROOT_ONLY]
+
+
+def _works(engine: str) -> bool:
+    try:
+        return resolve(engine) == engine
+    except SandboxError:
+        return False
+
+
+ENGINES = [pytest.param(e, marks=pytest.mark.skipif(not _works(e), reason=f"the {e} engine does not run here"))
+           for e in ("bwrap", "namespaces")]
 
 # ---- unix sockets: network namespaces do not cover pathname sockets --------------------------------------------
 
@@ -79,11 +91,14 @@ def _nothing_arrived(listener: socket.socket, inbox: socket.socket) -> None:
 def _client(stream_at, dgram_at) -> str:
     tries = (f"TRIES = [('connect', stream, {stream_at!r}), ('sendto', dgram, {dgram_at!r}), "
              f"('socketpair connect', pair_connect, {stream_at!r}), "
-             f"('socketpair sendto', pair_sendto, {dgram_at!r}), ('socket(high bits | AF_UNIX)', high_bits, {stream_at!r})]\n")
+             f"('socketpair sendto', pair_sendto, {dgram_at!r}), "
+             f"('socket(high bits | AF_UNIX)', high_bits, {stream_at!r})]\n")
     return _UNIX_CLIENT.replace("TRIES_HERE\n", tries)
 
 
-def test_host_pathname_unix_sockets_are_unreachable(leaves_nothing):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_host_pathname_unix_sockets_are_unreachable(engine, monkeypatch, leaves_nothing):
+    monkeypatch.setenv(ENV, engine)  # run_tests runs the engine the environment names
     # world-writable sockets under a tree the sandbox binds read-only (a read-only mount does not stop connect())
     base = Path("/usr/local/share") / f"fusebench-attack-{uuid.uuid4().hex[:12]}"
     base.mkdir(mode=0o755, parents=True)
@@ -93,7 +108,7 @@ def test_host_pathname_unix_sockets_are_unreachable(leaves_nothing):
         for path in (stream_at, dgram_at):
             os.chmod(path, 0o777)
         result = run_tests("py", _client(stream_at, dgram_at))
-        assert result.status == "passed", result.stdout + result.stderr
+        assert result.status == "passed" and result.mode == engine, result.stdout + result.stderr
         _nothing_arrived(listener, inbox)
     finally:
         listener.close()
@@ -101,13 +116,15 @@ def test_host_pathname_unix_sockets_are_unreachable(leaves_nothing):
         shutil.rmtree(base)
 
 
-def test_host_abstract_unix_sockets_are_unreachable(leaves_nothing):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_host_abstract_unix_sockets_are_unreachable(engine, monkeypatch, leaves_nothing):
+    monkeypatch.setenv(ENV, engine)
     # abstract names live in the network namespace: the sandbox's own
     name = f"\0fusebench-attack-{uuid.uuid4().hex}"
     listener, inbox = _unix_listeners(name + "-stream", name + "-dgram")
     try:
         result = run_tests("py", _client(name + "-stream", name + "-dgram"))
-        assert result.status == "passed", result.stdout + result.stderr
+        assert result.status == "passed" and result.mode == engine, result.stdout + result.stderr
         _nothing_arrived(listener, inbox)
     finally:
         listener.close()
@@ -125,3 +142,4 @@ def test_loopback_is_up_inside_and_private(leaves_nothing):
     """
     result = run_py(code)
     assert result.status == "passed" and result.stdout.strip() == "ping", result.stdout + result.stderr
+

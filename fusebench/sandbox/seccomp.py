@@ -1,18 +1,19 @@
-"""The bubblewrap engine's seccomp filter: syscalls an untrusted test program never needs, refused with EPERM.
+"""The sandbox's seccomp filter (both engines): syscalls an untrusted test program never needs, refused with EPERM.
 
 Everything is allowed except `BLOCKED` (debugging other processes or taking their fds, kernel keyrings, eBPF,
 perf, userfaultfd, io_uring, loading kernels or modules, namespaces and mounts, file handles, accounting, swap,
 reboot, the kernel log, quotas) and `BLOCKED_CALLS`, refused only for some arguments: the tty ioctls that push
 input into a terminal (TIOCSTI) or drive the console (TIOCLINUX), and unix sockets that could reach a host
-socket bound under a mounted tree (socket(AF_UNIX), datagram socketpairs). A
-syscall through a non-native ABI (i386 `int $0x80`, x32) kills the process: a filter written for x86_64 numbers
-would not see it. clone/clone3 stay allowed: clone3's flags cannot be inspected, and new user namespaces are
-already refused by bwrap's --disable-userns (other namespaces need capabilities the program does not have).
+socket bound under a mounted tree (socket(AF_UNIX), datagram socketpairs), and clone with CLONE_NEWUSER (other
+namespaces need capabilities the program does not have); clone3, whose flags a filter cannot read, answers
+ENOSYS so callers fall back to clone. A syscall through a non-native ABI (i386 `int $0x80`, x32) kills the
+process: a filter written for x86_64 numbers would not see it.
 
 The filter is compiled by libseccomp (the library systemd, Flatpak and container runtimes use), called through
 ctypes: it is the kernel interface's own reference library, and neither PyPI nor Debian has a maintained binding
 for this venv's Python. bwrap loads the compiled program (`--seccomp FD`) just before it execs the sandbox's PID 1
-(`bwrap.LAUNCHER`), so everything in the sandbox runs under it.
+(`bwrap.LAUNCHER`), so everything in the sandbox runs under it; the unshare engine's `unshare.LOADER` loads it
+after dropping to the sandbox uid, just before it execs the program.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ BLOCKED: tuple[str, ...] = (
     "pidfd_open", "pidfd_getfd", "process_madvise", "process_mrelease", "kcmp")
 TIOCSTI, TIOCLINUX = 0x5412, 0x541C
 AF_UNIX, SOCK_DGRAM, SOCK_RAW, SOCK_TYPE_MASK = 1, 2, 3, 0xF
+CLONE_NEWUSER = 0x10000000
 # Calls refused only with these arguments: syscall, then (argument index, mask, value) tests that must all hold.
 # Arguments the kernel reads as int are compared on their low 32 bits, or high bits would slip past.
 BLOCKED_CALLS: tuple[tuple[str, tuple[tuple[int, int, int], ...]], ...] = (
@@ -46,11 +48,17 @@ BLOCKED_CALLS: tuple[tuple[str, tuple[tuple[int, int, int], ...]], ...] = (
     ("socket", ((0, 0xFFFFFFFF, AF_UNIX),)),
     ("socketpair", ((0, 0xFFFFFFFF, AF_UNIX), (1, SOCK_TYPE_MASK, SOCK_DGRAM))),
     ("socketpair", ((0, 0xFFFFFFFF, AF_UNIX), (1, SOCK_TYPE_MASK, SOCK_RAW))),
+    # a new user namespace (root inside it: the kernel's widest attack surface). bwrap also refuses it
+    # (--disable-userns); the unshare engine has only this filter.
+    ("clone", ((0, CLONE_NEWUSER, CLONE_NEWUSER),)),
 )
+# clone3 passes its flags in memory, which a filter cannot read: "not implemented", so libcs and runtimes fall back
+# to clone (glibc, Go, Rust and the JVM all do; container runtimes refuse it the same way)
+NOT_IMPLEMENTED: tuple[str, ...] = ("clone3",)
 
 # from <seccomp.h> (libseccomp 2.5)
 _ACT_ALLOW, _ACT_KILL_PROCESS = 0x7FFF0000, 0x80000000
-_ACT_ERRNO_EPERM = 0x00050000 | 1
+_ACT_ERRNO_EPERM, _ACT_ERRNO_ENOSYS = 0x00050000 | 1, 0x00050000 | 38
 _FLTATR_ACT_BADARCH = 2
 _CMP_MASKED_EQ = 7
 
@@ -92,6 +100,8 @@ def program() -> bytes:
         _check(lib.seccomp_attr_set(ctx, _FLTATR_ACT_BADARCH, _ACT_KILL_PROCESS), "seccomp_attr_set(BADARCH)")
         for name in BLOCKED:
             _check(lib.seccomp_rule_add_array(ctx, _ACT_ERRNO_EPERM, _number(lib, name), 0, None), name)
+        for name in NOT_IMPLEMENTED:
+            _check(lib.seccomp_rule_add_array(ctx, _ACT_ERRNO_ENOSYS, _number(lib, name), 0, None), name)
         for name, tests in BLOCKED_CALLS:
             cmps = (_ArgCmp * len(tests))(*(_ArgCmp(arg, _CMP_MASKED_EQ, mask, value) for arg, mask, value in tests))
             _check(lib.seccomp_rule_add_array(ctx, _ACT_ERRNO_EPERM, _number(lib, name), len(tests), cmps),

@@ -1,6 +1,7 @@
 """Sockets from inside the sandbox (issue 18, escape 2): a network namespace isolates IP and abstract unix sockets,
-but not unix sockets bound to a path in a tree the sandbox binds (read-only mounts do not stop connect()), so the
-seccomp filter refuses socket(AF_UNIX) and datagram socketpairs (the only kind that can name another address).
+but not unix sockets bound to a path in a tree the sandbox binds (read-only mounts do not stop connect()), nor
+AF_VSOCK (the hypervisor's host), so the seccomp filter lets socket() make only IP and netlink sockets and refuses
+datagram unix socketpairs (the only kind that can name another address).
 Every way in is tried against listeners this test opens on the host, through `run_tests`; each test also asserts
 nothing was left behind (`sandbox_audit.leaves_nothing`).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import textwrap
 import uuid
 from pathlib import Path
 
@@ -143,3 +145,24 @@ def test_loopback_is_up_inside_and_private(leaves_nothing):
     result = run_py(code)
     assert result.status == "passed" and result.stdout.strip() == "ping", result.stdout + result.stderr
 
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_only_ip_and_netlink_sockets_can_be_made(engine, monkeypatch, leaves_nothing):
+    # network namespaces cover IP and netlink; AF_VSOCK (40: the hypervisor's host, held out beyond issue 18) and
+    # every other family are not namespaced or not needed, so none may be created. Creating is all this tries.
+    monkeypatch.setenv(ENV, engine)
+    code = """
+    import ctypes, socket, sys
+    libc = ctypes.CDLL(None, use_errno=True)
+    made = []
+    for family in list(range(64)) + [(1 << 32) | 40]:  # the last: AF_VSOCK with high bits the kernel ignores
+        for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM, socket.SOCK_SEQPACKET, socket.SOCK_RAW):
+            fd = libc.syscall(ctypes.c_long(41), ctypes.c_long(family), ctypes.c_long(kind), ctypes.c_long(0))
+            if fd >= 0:
+                made.append((family, kind))
+                libc.close(fd)
+    print(made)
+    sys.exit(0 if {f for f, _ in made} <= {2, 10, 16} and (2, socket.SOCK_STREAM) in made else 1)
+    """
+    result = run_tests("py", textwrap.dedent(code))
+    assert result.status == "passed" and result.mode == engine, result.stdout + result.stderr

@@ -3,11 +3,12 @@
 Everything is allowed except `BLOCKED` (debugging other processes or taking their fds, kernel keyrings, eBPF,
 perf, userfaultfd, io_uring, loading kernels or modules, namespaces and mounts, file handles, accounting, swap,
 reboot, the kernel log, quotas) and `BLOCKED_CALLS`, refused only for some arguments: the tty ioctls that push
-input into a terminal (TIOCSTI) or drive the console (TIOCLINUX), and unix sockets that could reach a host
-socket bound under a mounted tree (socket(AF_UNIX), datagram socketpairs), and clone with CLONE_NEWUSER (other
-namespaces need capabilities the program does not have); clone3, whose flags a filter cannot read, answers
-ENOSYS so callers fall back to clone. A syscall through a non-native ABI (i386 `int $0x80`, x32) kills the
-process: a filter written for x86_64 numbers would not see it.
+input into a terminal (TIOCSTI) or drive the console (TIOCLINUX), sockets of any family but IP and netlink (unix
+sockets could reach a host socket bound under a mounted tree, AF_VSOCK the hypervisor's host; datagram unix
+socketpairs can name an address too), and clone with CLONE_NEWUSER (other namespaces need capabilities the
+program does not have); clone3, whose flags a filter cannot read, answers ENOSYS so callers fall back to clone.
+A syscall through a non-native ABI (i386 `int $0x80`, x32) kills the process: a filter written for x86_64 numbers
+would not see it.
 
 The filter is compiled by libseccomp (the library systemd, Flatpak and container runtimes use), called through
 ctypes: it is the kernel interface's own reference library, and neither PyPI nor Debian has a maintained binding
@@ -35,17 +36,20 @@ BLOCKED: tuple[str, ...] = (
     "pidfd_open", "pidfd_getfd", "process_madvise", "process_mrelease", "kcmp")
 TIOCSTI, TIOCLINUX = 0x5412, 0x541C
 AF_UNIX, SOCK_DGRAM, SOCK_RAW, SOCK_TYPE_MASK = 1, 2, 3, 0xF
+SOCKET_FAMILIES = (2, 10, 16)  # AF_INET, AF_INET6, AF_NETLINK: what socket() may make
+AF_LIMIT = 64  # families are below this (AF_MAX is 46 in Linux 6.18); the kernel refuses larger ones itself
 CLONE_NEWUSER = 0x10000000
 # Calls refused only with these arguments: syscall, then (argument index, mask, value) tests that must all hold.
 # Arguments the kernel reads as int are compared on their low 32 bits, or high bits would slip past.
 BLOCKED_CALLS: tuple[tuple[str, tuple[tuple[int, int, int], ...]], ...] = (
     # tty ioctls that push input into a terminal or drive the console
     ("ioctl", ((1, 0xFFFFFFFF, TIOCSTI),)), ("ioctl", ((1, 0xFFFFFFFF, TIOCLINUX),)),
-    # unix sockets: a network namespace does not cover those bound to a path, and the sandbox binds host trees
-    # where a host service may listen (issue 18). A new AF_UNIX socket could connect() or sendto() one; of
-    # socketpair's (already connected), only a datagram one can still name another address in sendto()
-    # (SOCK_RAW is a datagram socket in AF_UNIX). Stream and seqpacket pairs (subprocess plumbing) stay allowed.
-    ("socket", ((0, 0xFFFFFFFF, AF_UNIX),)),
+    # socket families other than IP and netlink, which the sandbox's network namespace holds. Not covered by it:
+    # unix sockets bound to a path under the host trees the sandbox binds (issue 18; a new AF_UNIX socket could
+    # connect() or sendto() one) and AF_VSOCK (the hypervisor's host); the rest no test program needs.
+    *(("socket", ((0, 0xFFFFFFFF, family),)) for family in range(AF_LIMIT) if family not in SOCKET_FAMILIES),
+    # of socketpair's unix sockets (already connected), only a datagram one can still name another address in
+    # sendto() (SOCK_RAW is a datagram socket in AF_UNIX). Stream and seqpacket pairs (subprocess plumbing) stay.
     ("socketpair", ((0, 0xFFFFFFFF, AF_UNIX), (1, SOCK_TYPE_MASK, SOCK_DGRAM))),
     ("socketpair", ((0, 0xFFFFFFFF, AF_UNIX), (1, SOCK_TYPE_MASK, SOCK_RAW))),
     # a new user namespace (root inside it: the kernel's widest attack surface). bwrap also refuses it

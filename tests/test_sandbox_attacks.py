@@ -331,6 +331,40 @@ def test_a_program_cannot_forge_its_verdict_through_another_process(leaves_nothi
     assert process_multipl_e(row, [_FORGE_BODY]) == {"pass@1": 0.0}
 
 
+def test_a_compiled_program_cannot_forge_its_verdict_either(leaves_nothing):
+    # the same attack in C (raw syscalls, no interpreter between), the way a C++ completion would make it
+    c = run_c("""
+    #include <fcntl.h>
+    #include <stdint.h>
+    #include <stdio.h>
+    #include <string.h>
+    #include <sys/syscall.h>
+    #include <unistd.h>
+    int main(void) {
+        int pidfd = syscall(SYS_pidfd_open, 1, 0), took = 0;
+        for (int target = 0; target < 64; target++) {
+            char path[64], kind[64] = "";
+            int fd = pidfd >= 0 ? syscall(SYS_pidfd_getfd, pidfd, target, 0) : -1;
+            if (fd < 0) {
+                snprintf(path, sizeof path, "/proc/1/fd/%d", target);
+                fd = open(path, O_RDWR);
+            }
+            if (fd < 0)
+                continue;
+            took++;
+            snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+            if (readlink(path, kind, sizeof kind - 1) > 0 && strstr(kind, "eventfd")) {
+                uint64_t one = 1;
+                write(fd, &one, sizeof one);
+            }
+        }
+        printf("took %d\\n", took);
+        return 1;  /* the tests failed */
+    }
+    """)
+    assert c.status == "failed" and c.exit_code == 1 and "took 0" in c.stdout, c
+
+
 def test_no_other_process_in_the_sandbox_can_be_read_or_written(leaves_nothing):
     # pid 1 holds no channel, and its memory, fds and environment are closed to the program (it is not dumpable):
     # /proc/<pid>/mem of a process is how one rewrites its code without ptrace

@@ -11,8 +11,9 @@ interface, no route). Its root filesystem is read-only binds of the system direc
 memfds) and one on /dev/shm (bwrap's own tmpfs root is remounted read-only once the mounts are made). Nothing it
 writes reaches the host's disk, and every process dies with the PID namespace when the program exits or bwrap dies.
 A seccomp filter (`seccomp.py`) refuses syscalls a test program never needs (ptrace, keyctl, bpf, io_uring,
-mount, unshare, pidfd_getfd, TIOCSTI...) and kills any non-native-ABI syscall; without libseccomp this engine
-refuses.
+mount, unshare, pidfd_getfd, TIOCSTI, sockets but IP and netlink: unix sockets bound to a path and vsock are
+beyond any network namespace...) and kills any non-native-ABI syscall; without libseccomp (or perl, below) this
+engine refuses.
 
 The verdict comes only from the kernel's wait status, read outside the sandbox: bwrap runs `--as-pid-1` (no
 reaper of its own: bwrap's init reports the exit status on an eventfd that any same-uid process inside could take

@@ -37,6 +37,7 @@ tries = {
     'ioctl(TIOCSTI)': (16, 0, 0x5412, ctypes.byref(ctypes.c_char(b'x'))),
     'ioctl(TIOCSTI | high bits)': (16, 0, 0x1_0000_5412, ctypes.byref(ctypes.c_char(b'x'))),
     'ioctl(TIOCLINUX)': (16, 0, 0x541C, ctypes.byref(ctypes.c_char(b'\\x0b'))),
+    'ioctl(TIOCSETD, N_HDLC)': (16, 0, 0x5423, ctypes.byref(ctypes.c_int(13))),
     'pidfd_open(1)': (434, 1, 0), 'pidfd_getfd': (438, 0, 0, 0),
     'kcmp(KCMP_FILE)': (312, os.getpid(), os.getpid(), 0, 0, 0),
     'process_madvise': (440, 0, 0, 0, 0, 0), 'process_mrelease': (448, 0, 0),

@@ -1,12 +1,12 @@
 """The sandbox's seccomp filter (both engines): syscalls an untrusted test program never needs, refused with EPERM.
 
-Everything is allowed except `BLOCKED` (debugging other processes or taking their fds, kernel keyrings, eBPF,
-perf, userfaultfd, io_uring, loading kernels or modules, namespaces and mounts, file handles, accounting, swap,
-reboot, the kernel log, quotas) and `BLOCKED_CALLS`, refused only for some arguments: the tty ioctls that push
-input into a terminal (TIOCSTI) or drive the console (TIOCLINUX), sockets of any family but IP and netlink (unix
-sockets could reach a host socket bound under a mounted tree, AF_VSOCK the hypervisor's host; datagram unix
-socketpairs can name an address too), and clone with CLONE_NEWUSER (other namespaces need capabilities the
-program does not have); clone3, whose flags a filter cannot read, answers ENOSYS so callers fall back to clone.
+Everything is allowed except `BLOCKED` (debugging other processes or taking their fds, kernel keyrings, eBPF, perf,
+userfaultfd, io_uring, loading kernels or modules, namespaces and mounts, file handles, accounting, swap, reboot,
+the kernel log, quotas) and `BLOCKED_CALLS`, refused only for some arguments: the tty ioctls that push input into a
+terminal (TIOCSTI), drive the console (TIOCLINUX) or set a line discipline (TIOCSETD), sockets of any family but IP
+and netlink (unix sockets could reach a host socket bound under a mounted tree, AF_VSOCK the hypervisor's host;
+datagram unix socketpairs can name an address too), and clone with CLONE_NEWUSER (other namespaces need capabilities
+the program does not have); clone3, whose flags a filter cannot read, answers ENOSYS so callers fall back to clone.
 A syscall through a non-native ABI (i386 `int $0x80`, x32) kills the process: a filter written for x86_64 numbers
 would not see it.
 
@@ -34,7 +34,7 @@ BLOCKED: tuple[str, ...] = (
     "lookup_dcookie",
     # another process's fds, memory advice or fd table: pidfd_getfd took bwrap's init's status eventfd (issue 18)
     "pidfd_open", "pidfd_getfd", "process_madvise", "process_mrelease", "kcmp")
-TIOCSTI, TIOCLINUX = 0x5412, 0x541C
+TIOCSTI, TIOCLINUX, TIOCSETD = 0x5412, 0x541C, 0x5423
 AF_UNIX, SOCK_DGRAM, SOCK_RAW, SOCK_TYPE_MASK = 1, 2, 3, 0xF
 SOCKET_FAMILIES = (2, 10, 16)  # AF_INET, AF_INET6, AF_NETLINK: what socket() may make
 AF_LIMIT = 64  # families are below this (AF_MAX is 46 in Linux 6.18); the kernel refuses larger ones itself
@@ -42,8 +42,10 @@ CLONE_NEWUSER = 0x10000000
 # Calls refused only with these arguments: syscall, then (argument index, mask, value) tests that must all hold.
 # Arguments the kernel reads as int are compared on their low 32 bits, or high bits would slip past.
 BLOCKED_CALLS: tuple[tuple[str, tuple[tuple[int, int, int], ...]], ...] = (
-    # tty ioctls that push input into a terminal or drive the console
+    # tty ioctls that push input into a terminal, drive the console, or set a line discipline (on a pty from
+    # /dev/ptmx: that loads rarely used kernel modules such as n_hdlc, the home of past privilege escalations)
     ("ioctl", ((1, 0xFFFFFFFF, TIOCSTI),)), ("ioctl", ((1, 0xFFFFFFFF, TIOCLINUX),)),
+    ("ioctl", ((1, 0xFFFFFFFF, TIOCSETD),)),
     # socket families other than IP and netlink, which the sandbox's network namespace holds. Not covered by it:
     # unix sockets bound to a path under the host trees the sandbox binds (issue 18; a new AF_UNIX socket could
     # connect() or sendto() one) and AF_VSOCK (the hypervisor's host); the rest no test program needs.

@@ -40,12 +40,29 @@ def our_cgroups(pid: int) -> list[Path]:
 
 
 def host_state() -> dict:
-    shm = Path("/proc/sysvipc/shm").read_text().splitlines()[1:]
-    return {"shm": {line.split()[1] for line in shm},
-            "sem": {line.split()[1] for line in Path("/proc/sysvipc/sem").read_text().splitlines()[1:]},
-            "msg": {line.split()[1] for line in Path("/proc/sysvipc/msg").read_text().splitlines()[1:]},
+    return {"shm": _ipc_ids("shm"), "sem": _ipc_ids("sem"), "msg": _ipc_ids("msg"),
             "mounts": _mounts_a_sandbox_could_leak(),
-            "tmp_dirs": {p.name for p in Path("/tmp").glob("fusebench-sandbox-*")}}
+            "tmp_dirs": {p.name for p in Path("/tmp").glob("fusebench-sandbox-*") if _owner(p) in _ours()}}
+
+
+def _ours() -> set[int]:
+    """The uids this process ran sandboxes as, or (not root) its own: other sessions on a shared machine make SysV
+    IPC objects and sandbox temp dirs of their own while a test runs, which are no leak of this one."""
+    return uids_used() | ({os.getuid()} if os.geteuid() != 0 else set())
+
+
+def _owner(path: Path) -> int | None:
+    try:
+        return path.stat().st_uid
+    except OSError:
+        return None
+
+
+def _ipc_ids(kind: str) -> set[str]:
+    lines = Path(f"/proc/sysvipc/{kind}").read_text().splitlines()
+    columns = lines[0].split()
+    uid, cuid = columns.index("uid"), columns.index("cuid")
+    return {row[1] for row in map(str.split, lines[1:]) if {int(row[uid]), int(row[cuid])} & _ours()}
 
 
 # Where a sandbox mounts (its own namespace) — a mount appearing there on the host would be a leak. Other mounts
@@ -71,12 +88,12 @@ def leaves_nothing():
     deadline = time.monotonic() + 10  # killed processes are reaped asynchronously
     while sandbox_pids() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert sandbox_pids() == set(), "sandbox processes outlived their run"
-    assert our_cgroups(os.getpid()) == []
+    assert sandbox_pids() == set(), f"sandbox processes outlived their run: {sandbox_pids()}"
+    assert our_cgroups(os.getpid()) == [], f"cgroups left: {our_cgroups(os.getpid())}"
     after = host_state()
-    assert after["shm"] <= before["shm"] and after["sem"] <= before["sem"] and after["msg"] <= before["msg"]
-    assert after["mounts"] == before["mounts"]
-    assert after["tmp_dirs"] <= before["tmp_dirs"]
+    for kind in ("shm", "sem", "msg", "tmp_dirs"):
+        assert after[kind] <= before[kind], f"{kind} left: {after[kind] - before[kind]}"
+    assert after["mounts"] == before["mounts"], f"mounts changed: {before['mounts']} -> {after['mounts']}"
 
 
 def run_py(code: str, limits: Limits = SMALL, **kw):

@@ -1,15 +1,15 @@
 """Attacks on the sandbox through the evaluation's own entry point (`run_tests`) and `fusebench.sandbox.run`, in
-Python and C: secrets, network, resource bombs, host directories, daemons, SysV IPC, unmounting, and syscalls the
-seccomp filter refuses (ptrace, keyctl, bpf, io_uring, unshare/setns, TIOCSTI, i386/x32 ABIs). Each asserts the
-attack was contained AND that nothing was left behind on the host (`sandbox_audit.leaves_nothing`: processes of
-the sandbox's uids, cgroups, mounts, SysV IPC objects, temp dirs). Small limits and short wall clocks keep it fast.
-The sandbox's own status, its modes and non-root use: tests/test_sandbox_modes.py.
+Python and C: secrets, network, resource bombs, host directories, daemons, SysV IPC, unmounting, and the verdict
+channel (a program taking another process's fds or memory to forge "passed", issue 18). Each asserts the attack was
+contained AND that nothing was left behind on the host (`sandbox_audit.leaves_nothing`: processes of the sandbox's
+uids, cgroups, mounts, SysV IPC objects, temp dirs). Small limits and short wall clocks keep it fast. The seccomp
+filter's refusals: tests/test_sandbox_seccomp.py; the sandbox's own status, its modes and non-root use:
+tests/test_sandbox_modes.py.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import textwrap
 import uuid
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from fusebench.evaluate.code_exec import run_tests
-from fusebench.sandbox import Limits, cgroups, run
+from fusebench.sandbox import Limits, cgroups, resolve
 from sandbox_audit import REPO, ROOT_ONLY, SMALL, leaves_nothing, run_c, run_py  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.toolchains, ROOT_ONLY]
@@ -287,96 +287,100 @@ def test_private_tmp_cannot_be_unmounted(leaves_nothing):
     assert result.status == "passed", result.stdout + result.stderr
 
 
-# ---- kernel attack surface: the seccomp filter (fusebench/sandbox/seccomp.py) ------------------------------------
 
-# x86_64 numbers of syscalls an untrusted test program never needs, each tried with harmless arguments
-_REFUSED_SYSCALLS = """
-import ctypes, errno, os, sys
-libc = ctypes.CDLL(None, use_errno=True)
-tries = {
-    'ptrace(PTRACE_TRACEME)': (101, 0, 0, 0, 0), 'keyctl(GET_KEYRING_ID)': (250, 0, -3, 0, 0),
-    'add_key': (248, b'user', b'k', b'v', 1, -3), 'request_key': (249, b'user', b'k', 0, 0),
-    'bpf(MAP_CREATE)': (321, 0, 0, 0), 'io_uring_setup': (425, 4, ctypes.create_string_buffer(120)),
-    'perf_event_open': (298, ctypes.create_string_buffer(128), 0, -1, -1, 0), 'userfaultfd': (323, 0),
-    'process_vm_readv': (310, os.getppid(), 0, 0, 0, 0, 0), 'unshare(CLONE_NEWNS)': (272, 0x00020000),
-    'unshare(CLONE_NEWUSER)': (272, 0x10000000), 'setns': (308, os.open('/proc/self/ns/net', os.O_RDONLY), 0),
-    'mount': (165, b'none', b'/tmp', b'tmpfs', 0, 0), 'open_tree': (428, -100, b'/tmp', 1),
-    'fsopen': (430, b'tmpfs', 0), 'kexec_load': (246, 0, 0, 0, 0), 'init_module': (175, 0, 0, b''),
-    'ioctl(TIOCSTI)': (16, 0, 0x5412, ctypes.byref(ctypes.c_char(b'x'))),
-    'ioctl(TIOCSTI | high bits)': (16, 0, 0x1_0000_5412, ctypes.byref(ctypes.c_char(b'x'))),
-    'ioctl(TIOCLINUX)': (16, 0, 0x541C, ctypes.byref(ctypes.c_char(b'\\x0b'))),
-}
-seen = {}
-for name, (nr, *args) in tries.items():
-    ctypes.set_errno(0)
-    ret = libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(a) if isinstance(a, int) else a for a in args])
-    seen[name] = 'ok' if ret >= 0 else errno.errorcode.get(ctypes.get_errno(), ctypes.get_errno())
-status = open('/proc/self/status').read()
-seen['seccomp'] = next(line.split()[1] for line in status.splitlines() if line.startswith('Seccomp:'))
-print(seen)
-not_refused = {k: v for k, v in seen.items() if k != 'seccomp' and v != 'EPERM'}
-print('NOT REFUSED', not_refused) if not_refused else None
+# ---- the verdict: only the exit status of the program's own process tree, read outside the sandbox ---------------
+
+# A completion for multipl_e_rows' Python `add` that tries to take a verdict channel from another process in the
+# sandbox (issue 18): every fd of pid 1 through pidfd_open + pidfd_getfd (x86_64 numbers 434, 438) or reopened through
+# /proc/1/fd; an eventfd (bwrap's init reports the exit status on one) gets "exit code 0" (+1) written to it. Then it
+# returns the wrong sum, so the row's tests fail. Indented: MultiPL-E's stop tokens cut only at column 0.
+_FORGE_BODY = """
+    import ctypes, os, struct
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = libc.syscall(ctypes.c_long(434), ctypes.c_long(1), ctypes.c_long(0))
+    got = []
+    for target in range(64):
+        fd = libc.syscall(ctypes.c_long(438), ctypes.c_long(pidfd), ctypes.c_long(target), ctypes.c_long(0))
+        if fd < 0:
+            try:
+                fd = os.open('/proc/1/fd/%d' % target, os.O_RDWR)
+            except OSError:
+                continue
+        kind = os.readlink('/proc/self/fd/%d' % fd)
+        got.append(kind)
+        if 'eventfd' in kind:
+            os.write(fd, struct.pack('Q', 1))
+    print('pidfd', pidfd, 'took', got, flush=True)
+    return x - y
 """
 
 
-def test_kernel_attack_surface_syscalls_are_refused_and_the_program_is_judged_normally(leaves_nothing):
-    # the program tries each syscall, then "passes its tests" (exit 0) or fails them (exit 1): scored like any other
-    for verdict, code in (("passed", 0), ("failed", 1)):
-        result = run_tests("py", _REFUSED_SYSCALLS + f"assert seen['seccomp'] == '2', seen\nsys.exit({code})\n")
-        assert "NOT REFUSED" not in result.stdout, result.stdout + result.stderr
-        assert result.status == verdict and result.exit_code == code, result.stdout + result.stderr
+def test_a_program_cannot_forge_its_verdict_through_another_process(leaves_nothing):
+    from fusebench.evaluate.multipl_e import multipl_e_prompt, process_multipl_e
+    from multipl_e_rows import rows
+
+    if resolve() != "bwrap":
+        pytest.skip("the verdict channel attacked here is bwrap's (the attack suite expects bwrap, as CI has)")
+    row = rows("py")[0]
+    program = multipl_e_prompt(row) + _FORGE_BODY + "\n" + row["tests"]
+    result = run_tests("py", program)
+    assert result.status == "failed" and result.exit_code == 1, result
+    assert "AssertionError" in result.stderr, result.stderr
+    took = result.stdout.split("took", 1)[1]
+    assert "eventfd" not in took and "pipe" not in took, result.stdout  # no fd of pid 1 was reachable at all
+    assert process_multipl_e(row, [_FORGE_BODY]) == {"pass@1": 0.0}
 
 
-def test_ptrace_of_a_sibling_is_refused_in_c(leaves_nothing):
+def test_a_compiled_program_cannot_forge_its_verdict_either(leaves_nothing):
+    # the same attack in C (raw syscalls, no interpreter between), the way a C++ completion would make it
     c = run_c("""
-    #include <errno.h>
-    #include <signal.h>
+    #include <fcntl.h>
+    #include <stdint.h>
     #include <stdio.h>
-    #include <sys/ptrace.h>
+    #include <string.h>
+    #include <sys/syscall.h>
     #include <unistd.h>
     int main(void) {
-        pid_t child = fork();
-        if (child == 0) { pause(); _exit(0); }
-        long attach = ptrace(PTRACE_ATTACH, child, 0, 0);
-        int attach_errno = errno;
-        errno = 0;
-        long me = ptrace(PTRACE_TRACEME, 0, 0, 0);
-        printf("attach %ld %d traceme %ld %d\\n", attach, attach_errno, me, errno);
-        kill(child, SIGKILL);
-        return !(attach == -1 && attach_errno == EPERM && me == -1 && errno == EPERM);
+        int pidfd = syscall(SYS_pidfd_open, 1, 0), took = 0;
+        for (int target = 0; target < 64; target++) {
+            char path[64], kind[64] = "";
+            int fd = pidfd >= 0 ? syscall(SYS_pidfd_getfd, pidfd, target, 0) : -1;
+            if (fd < 0) {
+                snprintf(path, sizeof path, "/proc/1/fd/%d", target);
+                fd = open(path, O_RDWR);
+            }
+            if (fd < 0)
+                continue;
+            took++;
+            snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+            if (readlink(path, kind, sizeof kind - 1) > 0 && strstr(kind, "eventfd")) {
+                uint64_t one = 1;
+                write(fd, &one, sizeof one);
+            }
+        }
+        printf("took %d\\n", took);
+        return 1;  /* the tests failed */
     }
     """)
-    assert c.status == "passed", c.stdout + c.stderr
+    assert c.status == "failed" and c.exit_code == 1 and "took 0" in c.stdout, c
 
 
-def _i386_syscalls_reach_this_kernel(source: str, tmp_path: Path) -> bool:
-    """The same program compiled and run on the host, unfiltered: does `int $0x80` return at all here?"""
-    import subprocess
+def test_no_other_process_in_the_sandbox_can_be_read_or_written(leaves_nothing):
+    # pid 1 holds no channel, and its memory, fds and environment are closed to the program (it is not dumpable):
+    # /proc/<pid>/mem of a process is how one rewrites its code without ptrace
+    code = """
+    import os, sys
+    opened = []
+    for pid in [p for p in os.listdir('/proc') if p.isdigit() and int(p) != os.getpid()]:
+        for what, flags in (('mem', os.O_RDWR), ('fd', os.O_RDONLY), ('environ', os.O_RDONLY)):
+            try:
+                os.close(os.open('/proc/%s/%s' % (pid, what), flags))
+                opened.append((pid, what))
+            except OSError:
+                pass
+    print(opened)
+    sys.exit(1 if opened else 0)
+    """
+    result = run_py(code)
+    assert result.status == "passed", result.stdout + result.stderr
 
-    (tmp_path / "m.c").write_text(source)
-    subprocess.run(["gcc", "-O0", "-o", str(tmp_path / "m"), str(tmp_path / "m.c")], check=True)
-    return "returned" in subprocess.run([str(tmp_path / "m")], capture_output=True, text=True).stdout
-
-
-@pytest.mark.parametrize("abi", ["i386 int 0x80", "x32"])
-def test_non_native_syscall_abis_are_killed(abi, leaves_nothing, tmp_path):
-    # getpid through the i386 entry point (int $0x80, nr 20) or the x32 one (bit 30 set on x86_64's nr 39): such
-    # calls would get past a filter written for x86_64 numbers, so the filter kills the process instead (SIGSYS)
-    call = ('long r; __asm__ volatile ("int $0x80" : "=a"(r) : "a"(20L) : "memory");' if abi.startswith("i386")
-            else 'long r = syscall(0x40000000L | 39);')
-    source = ('#include <stdio.h>\n#include <unistd.h>\n#include <sys/syscall.h>\n'
-              f'int main(void) {{ {call} printf("returned %ld\\n", r); fflush(stdout); return 0; }}\n')
-    if abi.startswith("i386") and not _i386_syscalls_reach_this_kernel(source, tmp_path):
-        pytest.skip("this kernel has no i386 syscall emulation (int $0x80 faults before any filter sees it)")
-    c = run_c(source)
-    assert c.status == "failed" and c.exit_code == 128 + 31, c  # SIGSYS: killed by the filter, judged a failure
-    assert "returned" not in c.stdout
-
-
-@pytest.mark.skipif(shutil.which("node") is None, reason="node (a MultiPL-E toolchain) is not installed")
-def test_node_falls_back_when_io_uring_is_refused(leaves_nothing):
-    # libuv uses io_uring when asked (and, in some versions, by default); refused, it must fall back to threads
-    code = ("const fs = require('fs'); fs.writeFileSync('a', 'x'.repeat(100000));"
-            "fs.readFile('a', (e, d) => { fs.stat('a', (e2, s) => console.log(e, d.length, e2, s.size)); });")
-    result = run(["node", "-e", code], env={"UV_USE_IO_URING": "1"}, limits=Limits(**{**SMALL.__dict__, "wall_s": 20}))
-    assert result.status == "passed" and result.stdout.split() == ["null", "100000", "null", "100000"], result

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from fusebench.evaluate.code_exec import run_tests
-from fusebench.sandbox import ENV, UID_BASE, UID_COUNT, SandboxError, cgroups, run
+from fusebench.sandbox import ENV, SECCOMP_FILTERED, UID_BASE, UID_COUNT, SandboxError, cgroups, run
 from fusebench.sandbox import unshare as unshare_engine
 from fusebench.sandbox.mode import clear_cache, resolve
 from sandbox_audit import (REPO, ROOT_ONLY, SMALL, in_cgroup_of, leaves_nothing, our_cgroups,  # noqa: F401
@@ -50,8 +50,7 @@ def test_unknown_mode_is_refused_and_runs_nothing(monkeypatch, leaves_nothing):
 
 def test_bwrap_without_libseccomp_refuses_to_run(monkeypatch):
     # libseccomp cannot be uninstalled on a shared machine: its absence is simulated where the filter loads it.
-    # bwrap never runs without its filter; `auto` then takes the next engine (the unshare fallback, which never
-    # had one: its manifests record seccomp false) or refuses.
+    # No engine runs without the filter (bwrap and the unshare fallback both load it): `auto` then refuses too.
     from fusebench.sandbox import seccomp
     monkeypatch.setattr(seccomp, "LIBRARY", "libseccomp-fusebench-missing.so.2")
     seccomp.program.cache_clear()
@@ -61,9 +60,11 @@ def test_bwrap_without_libseccomp_refuses_to_run(monkeypatch):
             resolve("bwrap")
         with pytest.raises(SandboxError, match="libseccomp"):
             run(["true"], limits=SMALL, mode="bwrap")
-        assert resolve("auto") != "bwrap"
-    except SandboxError as exc:  # auto refusing is fine too, as long as it says why
-        assert "libseccomp" in str(exc)
+        with pytest.raises(SandboxError, match="libseccomp"):
+            resolve("auto")
+        if os.geteuid() == 0 and shutil.which("setpriv"):
+            with pytest.raises(SandboxError, match="seccomp filter cannot be built"):
+                resolve("namespaces")
     finally:
         seccomp.program.cache_clear()
         clear_cache()
@@ -249,4 +250,4 @@ def test_unsandboxed_results_are_marked_in_the_manifest(mode):
     else:
         assert before["unsandboxed"] is False
         assert after == {"requested": "auto", "modes_used": [resolve("auto")], "unsandboxed": False,
-                         "seccomp": resolve("auto") == "bwrap"}
+                         "seccomp": resolve("auto") in SECCOMP_FILTERED}

@@ -7,9 +7,9 @@
 Engines (`mode.py`): bubblewrap (`bwrap.py`, preferred), the unshare fallback (`unshare.py`, root only) and the
 weaker `rlimits` mode that runs only when named and marks its results `unsandboxed`. Unknown modes, root without
 `setpriv` for the fallback, or no isolation at all raise `SandboxError` (exit 2) instead of running the code.
-bwrap runs the program under a seccomp filter (`seccomp.py`: ptrace, keyctl, bpf, io_uring, mount... refused
-with EPERM). Per-run cgroups (`cgroups.py`) cap memory, processes and CPU of the whole tree; `supervise.py` holds
-`run`, which starts the engine and judges how the run ended.
+Both engines run the program under a seccomp filter (`seccomp.py`: ptrace, pidfd_getfd, keyctl, bpf, io_uring,
+mount, unix sockets... refused with EPERM). Per-run cgroups (`cgroups.py`) cap memory, processes and CPU of the
+whole tree; `supervise.py` holds `run`, which starts the engine and judges how the run ended.
 """
 
 from fusebench.sandbox.mode import ENV, requested, resolve

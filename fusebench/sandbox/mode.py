@@ -60,7 +60,7 @@ def _resolve(name: str) -> str:
 def _bwrap_problem() -> str | None:
     if bwrap.executable() is None:
         return "bubblewrap (`bwrap`) is not installed"
-    if (why := seccomp.problem()) is not None:  # never bwrap without its filter
+    if (why := seccomp.problem() or _perl_problem()) is not None:  # never bwrap without its filter
         return why
     from fusebench.sandbox.supervise import probe  # the real engine on a trivial program
     detail = probe("bwrap")
@@ -75,6 +75,8 @@ def _unshare_problem() -> str | None:
         return "`unshare` (util-linux) is not installed"
     if setpriv_exe is None:
         return "`setpriv` (util-linux) is not installed, so the unshare fallback cannot drop root"
+    if (why := seccomp.problem() or _perl_problem()) is not None:  # never without the filter
+        return why
     try:
         ok = subprocess.run([unshare_exe, "--mount", "--net", "--pid", "--ipc", "--fork", "--kill-child",
                              "--mount-proc", "true"], capture_output=True, timeout=10).returncode == 0
@@ -85,6 +87,13 @@ def _unshare_problem() -> str | None:
     from fusebench.sandbox.supervise import probe
     detail = probe("namespaces")
     return None if detail is None else f"the unshare fallback does not work here: {detail}"
+
+
+def _perl_problem() -> str | None:
+    # both engines start the program through a few lines of perl (bwrap.LAUNCHER, unshare.LOADER)
+    if not os.access(bwrap.PERL, os.X_OK):
+        return f"{bwrap.PERL} (Debian's perl-base) is missing: the sandbox's launcher runs on it"
+    return None
 
 
 def clear_cache() -> None:

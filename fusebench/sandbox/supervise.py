@@ -116,15 +116,19 @@ def _run(engine: str, argv: list[str], files: dict[str, str | bytes], limits: Li
             file_fds = {name: _memfd(name, content) for name, content in _checked(files).items()}
             fds += file_fds.values()
             inside_uid = uid if uid is not None else os.getuid()
+            filter_fd = _memfd("seccomp", seccomp.program())
+            fds.append(filter_fd)
+            prctl = seccomp.syscall_number("prctl")
             if engine == "bwrap":
-                filter_fd = _memfd("seccomp", seccomp.program())
-                fds.append(filter_fd)
                 cmd = bwrap.command(argv, uid=inside_uid, limits=limits, file_fds=file_fds, status_fd=status_w,
-                                    ready_fd=ready_w, seccomp_fd=filter_fd)
+                                    ready_fd=ready_w, seccomp_fd=filter_fd, prctl_number=prctl)
             else:
-                cmd = unshare.command(argv, uid=inside_uid, limits=limits, file_fds=file_fds, ready_fd=ready_w)
-            # the pipes' write ends, the files' memfds and (bwrap) the filter's: everything opened after the pipes
-            cwd, inside, passed = "/", WORK_DIR, (ready_w, status_w, *fds[4:])
+                cmd = unshare.command(argv, uid=inside_uid, limits=limits, file_fds=file_fds, ready_fd=ready_w,
+                                      seccomp_fd=filter_fd, prctl_number=prctl)
+            # the marker's write end, (bwrap) the status pipe's, the files' memfds and the filter's: everything
+            # opened after the pipes. The unshare engine has no status pipe: the program must not hold one.
+            status = (status_w,) if engine == "bwrap" else ()
+            cwd, inside, passed = "/", WORK_DIR, (ready_w, *status, *fds[4:])
         clean_env = {"PATH": SYSTEM_PATH, "HOME": inside, "TMPDIR": inside, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
                      **env}
         # the namespaces engine drops uid itself (setpriv), after its root-only mounts

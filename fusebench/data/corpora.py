@@ -215,7 +215,8 @@ def _text_file(path: Path) -> str:
     return raw.decode("utf-8", errors="replace")
 
 
-def _matches(pattern: str) -> list[Path]:
+def matching_files(pattern: str) -> list[Path]:
+    """The files a corpus `files:` entry names (a path or a glob, relative or absolute)."""
     import glob
 
     if any(c in pattern for c in "*?["):
@@ -231,7 +232,7 @@ def files_splits(paths: list[str], seed: int, train_chars: int, test_chars: int,
 
     docs = []
     for pattern in paths:
-        matches = _matches(pattern)
+        matches = matching_files(pattern)
         if not matches or not all(m.exists() for m in matches):
             raise FusebenchError(f"corpus file {pattern!r} does not exist. Fix the path (relative to "
                                  f"{Path.cwd()}) or use a glob such as data/*.txt.")

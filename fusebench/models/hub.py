@@ -120,6 +120,17 @@ _TOKENIZING_PARTS = ("model", "normalizer", "pre_tokenizer", "post_processor", "
 _SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "add_bos_token", "add_eos_token", "add_prefix_space")
 
 
+def cached_snapshot(location: str, revision: str | None = None, patterns: list[str] | None = None) -> Path | None:
+    """The snapshot folder of a hub model at `revision` in the local cache, or None; never reaches the network."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(location, revision=revision, allow_patterns=patterns or _PATTERNS,
+                                      local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached, or not at that revision
+        return None
+
+
 def tokenizer_snapshot(location: str, revision: str | None = None) -> Path | None:
     """The local directory holding a hub id's tokenizer files at `revision`: from the cache, else (online) fetched
     alone (a few MB, never the weights); None when neither works."""

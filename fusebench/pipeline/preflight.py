@@ -131,14 +131,20 @@ def _eval_datasets(recipe: Recipe) -> list[Missing]:
                 if "/" in dataset:
                     pin = (config.get("dataset_kwargs") or {}).get("revision")
                     found.setdefault((dataset, config.get("dataset_name"), pin), suite)
-    out = []
+    absent: dict[tuple, list] = {}  # (dataset, pin, suite) -> its configs not prepared (or of another commit)
     for (dataset, config, pin), suite in sorted(found.items(), key=str):
         have = _quietly(cached_revision, dataset, config)
         if have is None or (pin and len(str(pin)) == 40 and have != pin):
-            args = ", ".join(repr(a) for a in (dataset, config)) + (f", revision={pin!r}" if pin else "")
-            out.append(Missing(f"evaluation data {dataset} ({config or 'default'}) @ {pin or 'main'}, suite {suite}",
-                               "no copy prepared by `datasets`" if have is None else f"prepared copy is of {have}",
-                               f"python -c \"import datasets; datasets.load_dataset({args})\""))
+            absent.setdefault((dataset, pin, suite), []).append(config)
+    out = []
+    for (dataset, pin, suite), configs in absent.items():
+        rev = f", revision={pin!r}" if pin else ""
+        fetch = (f"datasets.load_dataset({dataset!r}, {configs[0]!r}{rev})" if len(configs) == 1 else
+                 f"[datasets.load_dataset({dataset!r}, c{rev}) for c in {tuple(configs)!r}]")
+        names = ", ".join(c or "default" for c in configs)
+        out.append(Missing(f"evaluation data {dataset} ({names}) @ {pin or 'main'}, suite {suite}",
+                           "no copy prepared by `datasets` at that revision",
+                           f"python -c \"import datasets; {fetch}\""))
     return out
 
 

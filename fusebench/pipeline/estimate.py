@@ -208,6 +208,8 @@ class StageCost:
     flops: float = 0.0
     disk: float = 0.0
     unknown: bool = False   # a parameter count was unknown, so GPU time was not estimated
+    stage: str = ""         # the stage id
+    per_token: int = 0      # a store's bytes per token
 
 
 def _store_cost(recipe: Recipe, stages: dict, size: Sizer, stage) -> StageCost:
@@ -219,7 +221,7 @@ def _store_cost(recipe: Recipe, stages: dict, size: Sizer, stage) -> StageCost:
     per_token, vocab = store_bytes_per_token(stage, stages, size)  # an aligned store keeps its source's k
     disk = tokens * per_token
     cost = StageCost(f"    {stage.id:<60} ~{_num(tokens)} tokens, store ~{_bytes(disk)} ({per_token} B/token, "
-                     f"{vocab})", disk=disk)
+                     f"{vocab})", disk=disk, stage=stage.id, per_token=per_token)
     if stage.kind == "align":  # DTW and the transfer run on CPU cores: no GPU time (fusebench.align.parallel)
         cost.line += ", CPU only"
     if stage.kind == "extract":
@@ -250,7 +252,7 @@ def _train_cost(recipe: Recipe, size: Sizer, name: str) -> StageCost:
     corpus, tokens, steps, why = trained_tokens(recipe, name)
     cost = StageCost(f"    {'model:' + name:<60} trains {_num(tokens)} of {_num(corpus)} corpus tokens "
                      f"({100 * tokens / corpus:.0f}%; {steps} steps × {t.batch_size} seqs × {t.seq_len}, "
-                     f"{why})")
+                     f"{why})", stage=f"model:{name}")
     params = size(name).params
     if params is None:
         cost.unknown = True
@@ -284,15 +286,10 @@ def describe_plan(recipe: Recipe) -> list[str]:
         lines.append(f"    {name:<22} {corpus_origin(c)}: ~{_num(tokens)} tokens ({why})")
 
     lines.append("  stages (GPU-hours only where a stage runs on GPUs: extraction and training):")
-    costs = []
-    for sid, stage in stages.items():
-        if stage.kind in ("extract", "align"):
-            costs.append(_store_cost(recipe, stages, size, stage))
-        elif stage.kind == "model" and recipe.models[sid.split(":", 1)[1]].train:
-            costs.append(_train_cost(recipe, size, sid.split(":", 1)[1]))
+    costs = stage_costs(recipe, stages, size)
     lines += [c.line for c in costs]
     flops = {kind: sum(c.flops for c in costs if c.kind == kind) for kind in MFU}
-    hours = {g: sum(f / (p * 1e12 * MFU[kind]) / 3600 for kind, f in flops.items()) for g, p in PEAK_TFLOPS.items()}
+    hours = {g: gpu_hours(flops, p) for g, p in PEAK_TFLOPS.items()}
     lines.append(f"  total: distribution stores ~{_bytes(sum(c.disk for c in costs))} on disk; extraction "
                  f"{_gpu_hours(flops['extract'], 'extract')}; training {_gpu_hours(flops['train'], 'train')}")
     lines.append("  total GPU-hours (extraction + training; evaluation not estimated): "
@@ -301,6 +298,27 @@ def describe_plan(recipe: Recipe) -> list[str]:
     if unknown:
         lines.append(f"  not estimated (parameter count unknown offline): {', '.join(unknown)}")
     return lines
+
+
+def stage_costs(recipe: Recipe, stages: dict | None = None, size: Sizer | None = None) -> list[StageCost]:
+    """The cost of every costly stage: extraction and alignment (stores), training (FLOPs)."""
+    if stages is None:
+        from fusebench.pipeline.graph import build_stages
+
+        stages = {s.id: s for s in build_stages(recipe)}
+    size = size or Sizer(recipe)
+    costs = []
+    for sid, stage in stages.items():
+        if stage.kind in ("extract", "align"):
+            costs.append(_store_cost(recipe, stages, size, stage))
+        elif stage.kind == "model" and recipe.models[sid.split(":", 1)[1]].train:
+            costs.append(_train_cost(recipe, size, sid.split(":", 1)[1]))
+    return costs
+
+
+def gpu_hours(flops: dict[str, float], peak_tflops: float) -> float:
+    """GPU-hours of {"extract": FLOPs, "train": FLOPs} on a GPU of that bf16 peak, at the assumed MFU of each."""
+    return sum(f / (peak_tflops * 1e12 * MFU[kind]) / 3600 for kind, f in flops.items())
 
 
 def _input(stage, prefix: str) -> str:

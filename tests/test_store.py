@@ -175,6 +175,10 @@ def test_other_format_version_is_refused(tmp_path, data):
     (tmp_path / "s" / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(FusebenchError, match="format version 0.*Delete"):
         DistributionStore.open(tmp_path / "s")
+    meta["format_version"] = 1  # a store of fusebench before bit-packing: said so, not misread
+    (tmp_path / "s" / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(FusebenchError, match="format version 1, but this fusebench reads version 2 .*packs ids.*Delete"):
+        DistributionStore.open(tmp_path / "s")
 
 
 def test_unfinished_store_is_refused(tmp_path, data):

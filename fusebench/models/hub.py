@@ -12,6 +12,7 @@ that directory, so hub ids and revisions are handled once, here:
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -148,12 +149,21 @@ def tokenizer_snapshot(location: str, revision: str | None = None) -> Path | Non
 
 
 def tokenizer_fingerprint(d: Path) -> str | None:
+    """See _fingerprint; remembered per directory and file times (a 150k-token tokenizer.json takes ~1 s to hash,
+    and the graph asks once per teacher)."""
+    stamps = tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in sorted(Path(d).glob("*")) if f.is_file())
+    return _fingerprint(str(d), stamps)
+
+
+@functools.lru_cache(maxsize=64)
+def _fingerprint(d: str, stamps: tuple) -> str | None:
     """A hash of what decides how a tokenizer directory turns text into ids: tokenizer.json's vocabulary and merges,
     normalizer, pre-tokenizer, post-processor and added tokens, with tokenizer_config.json's special tokens (else
     the SentencePiece model with the special-token map). Chat templates, maximum lengths, padding and names do not
     count, so two repositories publishing the same tokenizer under different ids compare equal."""
     import hashlib
 
+    d = Path(d)
     config = json.loads((d / "tokenizer_config.json").read_text(encoding="utf-8")) \
         if (d / "tokenizer_config.json").is_file() else {}
     special = {k: config.get(k) for k in _SPECIAL_KEYS}

@@ -42,6 +42,7 @@ def _recipe(tmp_path: Path) -> Path:
             "corpora": {"c4": {"kind": "hub", "path": "allenai/c4", "name": "en", "test_split": "validation"},
                         "pile": {"kind": "hub", "path": "org/not-downloaded", "revision": "v2"},
                         "local": {"kind": "files", "files": [str(tmp_path / "nowhere" / "*.parquet")]}},
+            "tokenizers": {"qwen": {"kind": "pretrained", "path": "Qwen/Qwen2.5-0.5B"}},
             "models": {"target": {"role": "target", "path": "meta-llama/Llama-2-7b-hf"},
                        "src": {"role": "source", "path": "EleutherAI/pythia-1b", "revision": "step1000"},
                        "fused": {"role": "fused", "init": "target", "teachers": ["src"], "fusion": {"top_k": 4},
@@ -55,6 +56,7 @@ def _recipe(tmp_path: Path) -> Path:
 EXPECTED = ("hf download EleutherAI/pythia-1b --revision step1000",
             "hf download --repo-type dataset org/not-downloaded --revision v2",
             "nowhere/*.parquet",
+            "hf download Qwen/Qwen2.5-0.5B",
             "datasets.load_dataset('EleutherAI/lambada_openai', 'default')")
 
 
@@ -64,7 +66,7 @@ def test_plan_lists_what_is_missing_with_the_command_that_fetches_it(offline_hub
     section = out[out.index("preflight"):]
     for command in EXPECTED:
         assert command in section, command
-    assert "4 missing" in section
+    assert "5 missing" in section
     assert "Llama-2-7b-hf" not in section and "allenai/c4" not in section  # what is cached is not listed
 
 

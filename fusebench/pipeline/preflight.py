@@ -85,8 +85,10 @@ def _tokenizer(name: str, path: str) -> list[Missing]:
     if not is_hub_id(path):
         ok = Path(path).expanduser().is_dir()
         return [] if ok else [Missing(f"tokenizer {name}: {path}", "not a directory", "fix `path:` in the recipe")]
-    snap = cached_snapshot(path, None, TOKENIZER_FILES) if offline() else Path(".")
-    if snap is not None and (not offline() or any(snap.glob("tokenizer*")) or (snap / "vocab.json").is_file()):
+    if not offline():
+        return []
+    snap = cached_snapshot(path, None, TOKENIZER_FILES)
+    if snap is not None and (any(snap.glob("tokenizer*")) or (snap / "vocab.json").is_file()):
         return []
     return [Missing(f"tokenizer {name}: {path}", "not in the Hugging Face cache", f"hf download {path}")]
 

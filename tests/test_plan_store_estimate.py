@@ -33,5 +33,5 @@ def test_store_estimates_follow_each_models_vocabulary(tmp_path):
     aligned = next(v for k, v in row.items() if k.startswith("align:src->target@"))
     assert f"({bytes_per_token(151_936, 10)} B/token, vocab 151,936)" in target
     assert f"({bytes_per_token(32_000, 10)} B/token, vocab 32,000)" in source
-    assert "(60 B/token, vocab 151,936)" in aligned  # k uint32 target ids + k fp16 log-probs (fusebench.align.corpus)
+    assert "(32 B/token, vocab 151,936)" in aligned  # packed like a store, in the target's ids (align.corpus)
     assert bytes_per_token(151_936, 10) == 32 + 4 and bytes_per_token(32_000, 10) == 29 + 2

@@ -106,7 +106,9 @@ def unpack_rows(layout: Layout, ids_rows: np.ndarray, nlp_rows: np.ndarray) -> t
 
 def sorted_descending(topk_ids: np.ndarray, topk_lp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Slots in descending log-prob order (what every backend returns; reordered here if one does not)."""
-    if topk_lp.shape[1] < 2 or not (np.diff(topk_lp, axis=1) > 0).any():
+    with np.errstate(invalid="ignore"):  # -inf - -inf (two empty slots of an aligned row) is nan: not out of order
+        unsorted = topk_lp.shape[1] > 1 and (np.diff(topk_lp, axis=1) > 0).any()
+    if not unsorted:
         return topk_ids, topk_lp
     order = np.argsort(-topk_lp, axis=1, kind="stable")
     return np.take_along_axis(topk_ids, order, 1), np.take_along_axis(topk_lp, order, 1)

@@ -12,8 +12,8 @@ Cost model (the usual transformer approximations; attention's extra FLOPs at 204
 - GPU-hours:  FLOPs / (bf16 dense peak · MFU); the MFU values are assumptions a user should replace with their own.
 - a distribution store's bytes per token follow from the model's vocabulary (its config's `vocab_size`) and k, by
   the store's own layout (`fusebench.extract.store.bytes_per_token`: 30 B at k = 10 with 32k ids, 36 B with 152k:
-  32 B of top-k + the token's id); an aligned store holds k target-space ids (the smallest unsigned dtype above the
-  target's vocabulary) and k fp16 log-probs per target token (`fusebench.align.corpus`).
+  32 B of top-k + the token's id); an aligned store packs its rows the same way in the target's vocabulary (plus one
+  code for an empty slot; no token ids of its own: `fusebench.align.corpus`).
 """
 
 from __future__ import annotations
@@ -185,9 +185,8 @@ def _bytes(x: float) -> str:
 def store_bytes_per_token(stage, stages: dict, size: "Sizer") -> tuple[int, str]:
     """Bytes per token of an extract stage's store (from the model's vocabulary) or of an align stage's aligned store
     (in the target's vocabulary), and the vocabulary it was costed at."""
-    import numpy as np
-
-    from fusebench.extract.store import bytes_per_token, id_dtype
+    from fusebench.extract.packing import Layout
+    from fusebench.extract.store import bytes_per_token
 
     extract = stage if stage.kind == "extract" else stages[_input(stage, "extract:")]
     k = extract.config["top_k"]
@@ -198,7 +197,8 @@ def store_bytes_per_token(stage, stages: dict, size: "Sizer") -> tuple[int, str]
     vocab = vocab or ASSUMED_VOCAB
     if stage.kind == "extract":
         return bytes_per_token(vocab, k), said
-    return k * (id_dtype(vocab + 1).itemsize + np.dtype(np.float16).itemsize), said
+    layout = Layout.of(vocab + 1, k)  # target ids + an empty-slot code, packed as a store's rows (align.corpus)
+    return layout.id_row_bytes + layout.nlp_row_bytes, said
 
 
 @dataclass
@@ -273,8 +273,8 @@ def describe_plan(recipe: Recipe) -> list[str]:
              f"  assumptions: bf16 dense peak {', '.join(f'{g} {p:g} TFLOP/s' for g, p in PEAK_TFLOPS.items())}; "
              f"MFU {MFU['train']:.0%} training, {MFU['extract']:.0%} extraction; extraction 2·params·tokens FLOPs, "
              f"training 6·params·tokens; {CHARS_PER_TOKEN:g} chars/token where a corpus's size is not stated; "
-             "store bytes per token from each model's vocabulary (extract: fusebench.extract.store's layout; "
-             "align: k target ids + k fp16 log-probs).",
+             "store bytes per token from each model's vocabulary (fusebench.extract.store's bit-packed layout; an "
+             "aligned store's in the target's vocabulary).",
              "  models:"]
     for name, m in recipe.models.items():
         s = size(name)

@@ -285,3 +285,50 @@ def hub_env(hf_home: Path) -> dict[str, str]:
     return {"HF_HOME": str(hf_home), "HF_HUB_CACHE": str(Path(hf_home) / "hub"),
             "HF_DATASETS_CACHE": str(Path(hf_home) / "datasets"), "HF_HUB_OFFLINE": "1",
             "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+# ---- datasets as `hf download --repo-type dataset` leaves them -------------------------------------------------
+
+def write_hub_dataset(hf_home: Path, repo_id: str, files: dict[str, bytes], branch: str = "main") -> str:
+    """Files of a dataset repository in the hub-cache layout (`hub/datasets--ORG--NAME/snapshots/<commit>/...` +
+    `refs/<branch>`), as `hf download --repo-type dataset ID` leaves them; returns the commit."""
+    org, name = repo_id.split("/")
+    commit = hashlib.sha1(f"dataset:{repo_id}@{branch}".encode()).hexdigest()
+    repo = Path(hf_home) / "hub" / f"datasets--{org}--{name}"
+    for rel, data in files.items():
+        (repo / "snapshots" / commit / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / "snapshots" / commit / rel).write_bytes(data)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / branch).write_text(commit)
+    return commit
+
+
+def parquet_bytes(rows: list[dict]) -> bytes:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), buf)
+    return buf.getvalue()
+
+
+def arrow_bytes(rows: list[dict]) -> bytes:
+    """An Arrow stream file, as `datasets`' save_to_disk writes its `data-*.arrow` shards."""
+    import io
+
+    import pyarrow as pa
+
+    table = pa.Table.from_pylist(rows)
+    buf = io.BytesIO()
+    with pa.ipc.new_stream(buf, table.schema) as writer:
+        writer.write_table(table)
+    return buf.getvalue()
+
+
+def jsonl_gz_bytes(rows: list[dict]) -> bytes:
+    import gzip
+    import json
+
+    return gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode())

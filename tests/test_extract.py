@@ -12,7 +12,7 @@ import torch
 from fusebench.errors import FusebenchError
 from fusebench.extract.extract import (corpus_fingerprint, extract_distributions, hf_compute, load_model,
                                        model_fingerprint, run_shards, tokenizer_fingerprint)
-from fusebench.extract.store import GOLD_STEP, DistributionStore, StoreWriter, shard_name
+from fusebench.extract.store import DistributionStore, StoreWriter, shard_name
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +40,10 @@ def test_position_t_holds_the_distribution_predicting_token_t_plus_1(tiny_neox_d
         got = store.sequence(i)
         top = torch.topk(lp, 10, dim=-1)
         np.testing.assert_array_equal(got.topk_ids, top.indices.numpy())
-        np.testing.assert_allclose(got.topk_logprobs, top.values.numpy(), rtol=2 ** -10, atol=1e-5)
+        # log-probs companded in 7-9 bits (store.py states the bounds; tests/test_store.py checks them exactly)
+        np.testing.assert_allclose(got.topk_logprobs, top.values.numpy(), rtol=0.03, atol=0.02)
         gold = lp[:-1].gather(-1, ids[0, 1:, None])[:, 0].numpy()
-        assert np.abs(got.gold_logprobs - gold).max() <= GOLD_STEP / 2 + 1e-5
+        assert np.abs(got.gold_logprobs - gold).max() <= 1.0  # out of the top-k: a coarse diagnostic
         # the per-sequence CE is exactly the model's own CLM loss on the sequence
         assert got.sequence_ce == pytest.approx(float(out.loss), abs=1e-5)
 
@@ -52,7 +53,7 @@ def test_right_padding_does_not_change_a_sequence(tiny_neox_dir, sequences, stor
     alone = hf_compute(model, 10, batch_size=1)([sequences[1]])[0]
     batched = store.sequence(1)  # extracted next to a 64-token sequence
     np.testing.assert_array_equal(alone.topk_ids, batched.topk_ids)
-    np.testing.assert_allclose(alone.topk_logprobs, batched.topk_logprobs, rtol=2 ** -10, atol=1e-5)
+    np.testing.assert_allclose(alone.topk_logprobs, batched.topk_logprobs, rtol=0.03, atol=0.02)  # companded
 
 
 def test_finished_store_is_returned_and_a_different_k_is_refused(tiny_neox_dir, sequences, store):

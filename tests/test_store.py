@@ -1,4 +1,4 @@
-"""The distribution store: exact round trip, 40 bytes per token at k = 10, and loud failures on damaged stores."""
+"""The distribution store: ids exact, log-probs within stated bounds, <= 32 bytes per token at k = 10, and loud failures on damaged stores."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from fusebench.errors import FusebenchError
-from fusebench.extract.store import (GOLD_STEP, DistributionStore, SequenceDistributions, StoreWriter, id_dtype,
-                                     shard_name)
+from fusebench.extract.packing import GAP_BITS, GAP_RANGE, GOLD_RANGE, TOP_RANGE, Layout
+from fusebench.extract.store import (DistributionStore, SequenceDistributions, StoreWriter, bytes_per_token,
+                                     gold_from_topk, id_dtype, shard_name)
 
 
 def _random_sequence(rng, length: int, vocab: int, k: int) -> SequenceDistributions:
@@ -37,7 +38,13 @@ def data():
     return [[_random_sequence(rng, n, 300, 10) for n in (40, 2, 17)], [_random_sequence(rng, 33, 300, 10)]]
 
 
-def test_round_trip_recovers_ids_exactly_and_logprobs_within_fp16(tmp_path, data):
+def _companding_error(nats: np.ndarray, span: float, bits: int) -> np.ndarray:
+    """The largest error sqrt companding over [0, span) with `bits` bits makes at each value (half a step there)."""
+    levels = (1 << bits) - 1
+    return np.sqrt(span * np.clip(nats, 0, span)) / levels + span / levels ** 2
+
+
+def test_round_trip_recovers_ids_exactly_and_logprobs_within_the_companding_bounds(tmp_path, data):
     store = _write(tmp_path / "s", data)
     originals = [s for shard in data for s in shard]
     assert store.num_sequences == 4 and store.top_k == 10 and store.vocab_size == 300
@@ -45,49 +52,88 @@ def test_round_trip_recovers_ids_exactly_and_logprobs_within_fp16(tmp_path, data
         got = store.sequence(i)
         np.testing.assert_array_equal(got.input_ids, orig.input_ids)
         np.testing.assert_array_equal(got.topk_ids, orig.topk_ids)
-        np.testing.assert_allclose(got.topk_logprobs, orig.topk_logprobs, rtol=2 ** -11, atol=1e-7)
+        top = -orig.topk_logprobs[:, :1]
+        assert (np.abs(got.topk_logprobs[:, :1] + top) <= _companding_error(top, TOP_RANGE, 9) + 1e-6).all()
+        # every other slot: its distance below the *stored* top, companded (so no second error is added)
+        below_top = got.topk_logprobs[:, :1] - orig.topk_logprobs
+        bound = _companding_error(below_top, GAP_RANGE, GAP_BITS)
+        assert (np.abs(got.topk_logprobs - orig.topk_logprobs) <= bound + 1e-5)[:, 1:].all()
         assert got.sequence_ce == np.float32(orig.sequence_ce)  # stored exactly, not from quantised golds
         assert got.gold_logprobs.shape == (orig.length - 1,)
 
 
-def test_gold_logprob_exact_in_topk_and_within_a_32nd_nat_outside(tmp_path, data):
+def test_gold_logprob_from_its_slot_in_topk_and_bounded_below_the_last_slot_outside(tmp_path, data):
     store = _write(tmp_path / "s", data)
     seen_in = seen_out = 0
     for i, orig in enumerate(s for shard in data for s in shard):
         got = store.sequence(i)
-        in_topk = (orig.topk_ids[:-1] == orig.input_ids[1:, None]).any(axis=1)
+        in_topk, slot = gold_from_topk(orig.input_ids, orig.topk_ids)
         seen_in, seen_out = seen_in + in_topk.sum(), seen_out + (~in_topk).sum()
-        # inside the top-k: the same fp16 value as the matching slot
-        np.testing.assert_allclose(got.gold_logprobs[in_topk], orig.gold_logprobs[in_topk], rtol=2 ** -11)
-        assert np.abs(got.gold_logprobs[~in_topk] - orig.gold_logprobs[~in_topk]).max(initial=0) <= GOLD_STEP / 2
+        rows = np.arange(orig.length - 1)
+        np.testing.assert_array_equal(got.gold_logprobs[in_topk], got.topk_logprobs[rows, slot][in_topk])
+        # outside: its distance below the last slot, companded in the id row's spare bits (8 at vocab 300, k 10)
+        below = got.topk_logprobs[:-1, -1] - orig.gold_logprobs
+        got_below = got.topk_logprobs[:-1, -1] - got.gold_logprobs
+        bound = _companding_error(below, GOLD_RANGE, Layout.of(300, 10).gold_bits)
+        assert (np.abs(got_below - below)[~in_topk] <= bound[~in_topk] + 1e-5).all()
     assert seen_in > 0 and seen_out > 0  # both code paths were exercised
 
 
-def test_out_of_topk_gold_beyond_64_nats_is_clipped(tmp_path):
+def test_out_of_topk_gold_far_below_is_clipped(tmp_path):
     seq = SequenceDistributions(np.array([5, 7]), np.array([[1, 2], [3, 4]]), np.full((2, 2), -1.0, np.float32),
                                 np.array([-100.0], np.float32), 100.0)
-    w = StoreWriter(tmp_path / "s", "m", "t", 16, 2)  # k = 2: only 2 spare bits, range [0, 4) nat
+    w = StoreWriter(tmp_path / "s", "m", "t", 16, 2)
     w.write_shard(0, [seq])
-    assert w.finalize().sequence(0).gold_logprobs[0] == pytest.approx(-3 * GOLD_STEP)
-    seq10 = SequenceDistributions(np.array([5, 7]), np.tile(np.arange(10, 20), (2, 1)),
-                                  np.full((2, 10), -1.0, np.float32), np.array([-100.0], np.float32), 100.0)
-    w = StoreWriter(tmp_path / "s10", "m", "t", 32, 10)
-    w.write_shard(0, [seq10])
-    assert w.finalize().sequence(0).gold_logprobs[0] == pytest.approx(-1023 * GOLD_STEP)
+    assert w.finalize().sequence(0).gold_logprobs[0] == pytest.approx(-1.0 - GOLD_RANGE, abs=0.02)
 
 
-def test_store_costs_40_bytes_per_token_per_model_at_k10(tmp_path, data):
-    store = _write(tmp_path / "s", data)
-    tokens = store.num_tokens
+@pytest.mark.parametrize("vocab, k, most", [(300, 10, 25), (32_000, 10, 30), (65_536, 10, 30),
+                                            (151_936, 10, 32), (1 << 18, 10, 32), (151_936, 4, 14)])
+def test_store_costs_at_most_32_bytes_per_token_per_model_at_k10_up_to_2_18_ids(tmp_path, vocab, k, most):
+    rng = np.random.default_rng(1)
+    seqs = [_random_sequence(rng, 50, 300, k) for _ in range(3)]
+    for s in seqs:  # the ids reach the top of the vocabulary: every bit is exercised
+        s.topk_ids[:, 0] = vocab - 1 - s.topk_ids[:, 0]
+        s.input_ids[0] = vocab - 1
+    store = _write(tmp_path / "s", [seqs], vocab=vocab, k=k)
     folder = tmp_path / "s" / shard_name(0)
-    arrays = [np.load(folder / n, mmap_mode="r") for n in ("topk_ids.npy", "topk_nlp.npy")]
-    assert sum(a.nbytes for a in arrays) == 40 * sum(s.length for s in data[0])
-    sizes = store.nbytes()
-    per_token = sizes["distributions"] / tokens
-    # 40 B of top-k + 4 B per sequence of CE + two 128-byte .npy headers per shard, amortised
-    assert 40 <= per_token <= 40 + (4 * 4 + 3 * 128 * 2) / tokens
-    # 2 B of ids per token (vocab <= 65536) + sequence offsets (8 B each) + .npy headers
-    assert sizes["tokenized_corpus"] == 2 * tokens + 8 * (4 + 2) + 4 * 128
+    topk = sum(np.load(folder / n, mmap_mode="r").nbytes for n in ("topk_ids.npy", "topk_nlp.npy"))
+    tokens = store.num_tokens
+    assert topk / tokens <= most
+    input_ids = np.load(folder / "input_ids.npy", mmap_mode="r").nbytes
+    assert (topk + input_ids) / tokens == bytes_per_token(vocab, k)  # what `fusebench plan` estimates with
+    for i, orig in enumerate(seqs):
+        np.testing.assert_array_equal(store.sequence(i).topk_ids, orig.topk_ids)
+        np.testing.assert_array_equal(store.sequence(i).input_ids, orig.input_ids)
+
+
+def _peaked_logits(rng, positions: int, vocab: int) -> np.ndarray:
+    """Logits shaped like a real LM's: a noisy floor and one token standing 0-14 nat above it (top-1 p from ~0 to 1)."""
+    logits = rng.normal(0, 2, size=(positions, vocab)).astype(np.float32)
+    logits[np.arange(positions), rng.integers(0, vocab, positions)] += rng.uniform(0, 14, positions)
+    return logits
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_fusion_loss_on_stored_distributions_is_within_1e_3_relative(tmp_path, temperature):
+    import torch
+
+    from fusebench.fuse.loss import fusion_loss
+
+    rng = np.random.default_rng(2)
+    vocab, k, t = 151_936, 10, 96
+    lp = torch.log_softmax(torch.from_numpy(_peaked_logits(rng, t, vocab)), -1)
+    top = torch.topk(lp, k, dim=-1)
+    ids = rng.integers(0, vocab, t)
+    seq = SequenceDistributions(ids, top.indices.numpy(), top.values.numpy(),
+                                lp[np.arange(t - 1), ids[1:]].numpy(), 1.0)
+    got = _write(tmp_path / "s", [[seq]], vocab=vocab, k=k).sequence(0)
+    student = (lp + torch.from_numpy(rng.normal(0, 1, size=(t, vocab)).astype(np.float32)))[None]
+    mask = torch.ones(1, t, dtype=torch.bool)
+    exact = fusion_loss(student, top.indices[None], top.values[None], mask, temperature)
+    stored = fusion_loss(student, torch.from_numpy(got.topk_ids)[None], torch.from_numpy(got.topk_logprobs)[None],
+                         mask, temperature)
+    assert abs(float(stored) / float(exact) - 1) <= 1e-3
 
 
 def test_id_dtype_is_the_smallest_that_holds_the_vocab():
@@ -128,6 +174,10 @@ def test_other_format_version_is_refused(tmp_path, data):
     meta["format_version"] = 0
     (tmp_path / "s" / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(FusebenchError, match="format version 0.*Delete"):
+        DistributionStore.open(tmp_path / "s")
+    meta["format_version"] = 1  # a store of fusebench before bit-packing: said so, not misread
+    (tmp_path / "s" / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(FusebenchError, match="format version 1, but this fusebench reads version 2 .*packs ids.*Delete"):
         DistributionStore.open(tmp_path / "s")
 
 

@@ -6,8 +6,11 @@ Three kinds share one interface (`prepare_corpus(spec, out_dir)`):
   humanities (Webster 1913, Debian dict-gcide), code (the Python standard library's own source) — and two mixes of
   all four: `general` (what the tiny base models are pretrained on) and `mix` (the stand-in for MiniPile, on which
   the target is continually trained: like MiniPile for Llama-2, text of the same kinds the model has not seen).
-- `hub`: a Hugging Face dataset (`JeanKaddour/minipile`, Pile subsets), for real runs with network access.
-- `files`: local `.txt` (one document per file) or `.jsonl` (one {"text": ...} per line) files.
+- `hub`: a Hugging Face dataset (`JeanKaddour/minipile`, Pile subsets, C4) at a `revision`: read from the snapshot
+  `hf download --repo-type dataset ID` left in the hub cache when there is one (offline too; parquet, JSON, Arrow,
+  the README's configs), else through `datasets.load_dataset`.
+- `files`: local parquet / JSON lines / Arrow / CSV files (rows' `text_field`, read by `datasets`' builders, chosen
+  by extension) or any other file as one plain-text document.
 
 Splits are made by a hash of each document, so they do not depend on order or on how much is kept. Each tiny-world
 domain's documents fall into four disjoint pools: `test` (held out from every model), `domain` (the domain's
@@ -136,35 +139,115 @@ def tiny_world_splits(domain: str, seed: int, train_chars: int, test_chars: int)
 
 # --- the other kinds ---------------------------------------------------------------------------------------------
 
-def hub_splits(path: str, name: str | None, text_field: str, train_split: str, test_split: str,
-               train_chars: int, test_chars: int) -> tuple[list[str], list[str], dict]:
+def hub_dataset_snapshot(path: str, revision: str | None = None) -> Path | None:
+    """The local snapshot of a hub dataset at `revision` (a branch, tag or commit), as `hf download --repo-type
+    dataset` leaves it in the hub cache; None when it is not there. Never reaches the network."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(path, repo_type="dataset", revision=revision, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached (or that revision is not) are all "not here"
+        return None
+
+
+def download_command(path: str, revision: str | None = None) -> str:
+    return f"hf download --repo-type dataset {path}" + (f" --revision {revision}" if revision else "")
+
+
+def _snapshot_split(root: Path, name: str | None, split: str):
+    """One split of a downloaded snapshot, read by `datasets`' builder for its files (parquet, JSON, Arrow, CSV):
+    the README's `configs:` say which files make config `name` (C4: `en/c4-train.*.json.gz`); without them a
+    folder called `name` holds the config, and split names come from the file names."""
     import datasets
 
     try:
-        splits = [datasets.load_dataset(path, name, split=s, streaming=True) for s in (train_split, test_split)]
+        return datasets.load_dataset(str(root), name, split=split, streaming=True)
+    except ValueError:  # no such config in the README: the config is a folder of the snapshot
+        if not name or not (root / name).is_dir():
+            raise
+        return datasets.load_dataset(str(root), data_dir=name, split=split, streaming=True)
+
+
+def hub_splits(path: str, name: str | None, text_field: str, train_split: str, test_split: str,
+               train_chars: int, test_chars: int, revision: str | None = None) -> tuple[list[str], list[str], dict]:
+    """A hub dataset's splits: from its downloaded snapshot when the hub cache holds one at `revision` (offline
+    too), else through `datasets.load_dataset` (online, or its own prepared cache)."""
+    import datasets
+
+    snapshot = hub_dataset_snapshot(path, revision)
+    try:
+        if snapshot is not None:
+            splits = [_snapshot_split(snapshot, name, s) for s in (train_split, test_split)]
+        else:
+            splits = [datasets.load_dataset(path, name, split=s, streaming=True, revision=revision)
+                      for s in (train_split, test_split)]
         train = _take((row[text_field] for row in splits[0]), train_chars)
         test = _take((row[text_field] for row in splits[1]), test_chars)
     except Exception as err:  # noqa: BLE001 - any hub failure becomes one explanation
+        where = f"its snapshot {snapshot}" if snapshot else "the hub"
         raise FusebenchError(
-            f"cannot read the hub dataset {path!r} (config {name!r}): {type(err).__name__}: {str(err)[:300]}. "
-            "Offline, use a tiny-world corpus instead (kind: tiny_world, domain: general stands in for MiniPile) "
-            "or local files (kind: files)."
-        ) from None
-    return train, test, {"sources": [{"hub": path, "config": name, "text_field": text_field}]}
+            f"cannot read the hub dataset {path!r} (config {name!r}, revision {revision or 'main'!r}, splits "
+            f"{train_split!r} / {test_split!r}, field {text_field!r}) from {where}: {type(err).__name__}: "
+            f"{str(err)[:300]}. Check `name`, `train_split`, `test_split` and `text_field` in the recipe's corpus; "
+            f"offline, download it first ({download_command(path, revision)}), or use local files (kind: files) or "
+            "a tiny-world corpus (kind: tiny_world, domain: general stands in for MiniPile).") from None
+    return train, test, {"sources": [{"hub": path, "config": name, "text_field": text_field,
+                                      "revision": snapshot.name if snapshot else revision}]}
 
 
-def files_splits(paths: list[str], seed: int, train_chars: int, test_chars: int) -> tuple[list[str], list[str], dict]:
+# file suffix (after any compression suffix) -> the `datasets` builder that reads it
+BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".json": "json", ".jsonl": "json", ".csv": "csv"}
+_COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4")
+
+
+def _builder(path: Path) -> str | None:
+    suffixes = [s for s in path.suffixes if s not in _COMPRESSED]
+    return BUILDERS.get(suffixes[-1]) if suffixes else None
+
+
+def _text_file(path: Path) -> str:
+    """A whole file as one document, refusing binary data (a parquet file named .txt reads as "PAR1...")."""
+    raw = path.read_bytes()
+    if b"\x00" in raw[:4096] or raw[:4] == b"PAR1":
+        raise FusebenchError(f"corpus file {path} is not text (binary data). Name files by their format so the "
+                             f"right reader is used: {', '.join(BUILDERS)} (optionally compressed: "
+                             f"{', '.join(_COMPRESSED)}), or .txt for one plain-text document per file.")
+    return raw.decode("utf-8", errors="replace")
+
+
+def matching_files(pattern: str) -> list[Path]:
+    """The files a corpus `files:` entry names (a path or a glob, relative or absolute)."""
+    import glob
+
+    if any(c in pattern for c in "*?["):
+        return sorted(Path(m) for m in glob.glob(str(Path(pattern).expanduser()), recursive=True))
+    return [Path(pattern).expanduser()]
+
+
+def files_splits(paths: list[str], seed: int, train_chars: int, test_chars: int,
+                 text_field: str = "text") -> tuple[list[str], list[str], dict]:
+    """Local files: parquet / JSON lines / Arrow / CSV rows (their `text_field`) through `datasets`' builders, and
+    any other file as one plain-text document."""
+    import datasets
+
     docs = []
     for pattern in paths:
-        matches = sorted(Path().glob(pattern)) if any(c in pattern for c in "*?[") else [Path(pattern)]
+        matches = matching_files(pattern)
         if not matches or not all(m.exists() for m in matches):
             raise FusebenchError(f"corpus file {pattern!r} does not exist. Fix the path (relative to "
                                  f"{Path.cwd()}) or use a glob such as data/*.txt.")
         for m in matches:
-            if m.suffix == ".jsonl":
-                docs += [json.loads(line)["text"] for line in m.read_text(encoding="utf-8").splitlines() if line]
-            else:
-                docs.append(m.read_text(encoding="utf-8", errors="replace"))
+            builder = _builder(m)
+            if builder is None:
+                docs.append(_text_file(m))
+                continue
+            try:
+                rows = datasets.load_dataset(builder, data_files=[str(m)], split="train", streaming=True)
+                docs += [row[text_field] for row in rows]
+            except Exception as err:  # noqa: BLE001 - a reader's failure becomes one explanation
+                raise FusebenchError(f"cannot read corpus file {m} as {builder} rows with a {text_field!r} field: "
+                                     f"{type(err).__name__}: {str(err)[:300]}. Fix the file or `text_field` in the "
+                                     "recipe's corpus.") from None
     pools: dict[str, list[str]] = {"test": [], "train": []}
     for d in docs:
         pools["test" if _pool(d, seed) == "test" else "train"].append(d)

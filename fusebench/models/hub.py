@@ -12,6 +12,7 @@ that directory, so hub ids and revisions are handled once, here:
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -46,7 +47,9 @@ def resolve_pretrained(location: str, revision: str | None = None, trust_remote_
         first = (str(err).splitlines() or [type(err).__name__])[0][:300]
         raise FusebenchError(f"cannot get model {location!r} at revision {revision or 'main'!r}: {first}. Check the "
                              "id and `revision:` in the recipe; offline (HF_HUB_OFFLINE=1) it must already be in "
-                             "the Hugging Face cache (huggingface-cli download ID --revision REV).") from None
+                             f"the Hugging Face cache (hf download {location}"
+                             f"{' --revision ' + revision if revision else ''}; `fusebench plan` lists every such "
+                             "item).") from None
 
 
 def has_safetensors(model_dir: Path) -> bool:
@@ -103,32 +106,93 @@ def convert_bin_to_safetensors(src: Path, out: Path) -> Path:
     return out
 
 
-# Hub models published with one and the same tokenizer (identical tokenizer files at their main revisions). For hub
-# ids the stage graph relies on this table alone, never on what happens to be downloaded, so the graph (and every
-# stage key) is the same before and after a download; a wrong entry would be caught in training, which checks that a
-# same-tokenizer teacher's store holds exactly the target's tokens (fusebench.fuse.targets).
+# Hub models published with one and the same tokenizer, used only when a hub id's tokenizer files cannot be read
+# (offline and not in the cache, or the hub unreachable): every other decision compares the tokenizers themselves.
 TOKENIZER_FAMILIES = {
     **{f"meta-llama/Llama-2-{size}-hf": "llama-2" for size in ("7b", "13b", "70b", "7b-chat", "13b-chat", "70b-chat")},
     **{f"EleutherAI/pythia-{size}{dedup}": "gpt-neox-20b" for size in ("14m", "70m", "160m", "410m", "1b", "1.4b",
                                                                         "2.8b", "6.9b", "12b")
        for dedup in ("", "-deduped")},
 }
+# what a tokenizer's files may hold; small next to weights, so fetching them alone is cheap
+TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                   "vocab.json", "merges.txt", "vocab.txt", "*.tiktoken"]
+# the parts of tokenizer.json that decide which ids a text becomes (not padding, truncation or decoding)
+_TOKENIZING_PARTS = ("model", "normalizer", "pre_tokenizer", "post_processor", "added_tokens")
+# the tokenizer_config.json keys that change the ids (which special tokens, and whether BOS/EOS are added)
+_SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "add_bos_token", "add_eos_token", "add_prefix_space")
+
+
+def cached_snapshot(location: str, revision: str | None = None, patterns: list[str] | None = None) -> Path | None:
+    """The snapshot folder of a hub model at `revision` in the local cache, or None; never reaches the network."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(location, revision=revision, allow_patterns=patterns or _PATTERNS,
+                                      local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached, or not at that revision
+        return None
+
+
+def tokenizer_snapshot(location: str, revision: str | None = None) -> Path | None:
+    """The local directory holding a hub id's tokenizer files at `revision`: from the cache, else (online) fetched
+    alone (a few MB, never the weights); None when neither works."""
+    from huggingface_hub import snapshot_download
+
+    for local_only in (True, False):
+        try:
+            path = Path(snapshot_download(location, revision=revision, allow_patterns=TOKENIZER_FILES,
+                                          local_files_only=local_only))
+        except Exception:  # noqa: BLE001 - not cached / offline / unreachable all mean "cannot read it here"
+            continue
+        if any(path.glob("tokenizer*")) or (path / "vocab.json").is_file():
+            return path
+    return None
+
+
+def tokenizer_fingerprint(d: Path) -> str | None:
+    """See _fingerprint; remembered per directory and file times (a 150k-token tokenizer.json takes ~1 s to hash,
+    and the graph asks once per teacher)."""
+    stamps = tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in sorted(Path(d).glob("*")) if f.is_file())
+    return _fingerprint(str(d), stamps)
+
+
+@functools.lru_cache(maxsize=64)
+def _fingerprint(d: str, stamps: tuple) -> str | None:
+    """A hash of what decides how a tokenizer directory turns text into ids: tokenizer.json's vocabulary and merges,
+    normalizer, pre-tokenizer, post-processor and added tokens, with tokenizer_config.json's special tokens (else
+    the SentencePiece model with the special-token map). Chat templates, maximum lengths, padding and names do not
+    count, so two repositories publishing the same tokenizer under different ids compare equal."""
+    import hashlib
+
+    d = Path(d)
+    config = json.loads((d / "tokenizer_config.json").read_text(encoding="utf-8")) \
+        if (d / "tokenizer_config.json").is_file() else {}
+    special = {k: config.get(k) for k in _SPECIAL_KEYS}
+    if (d / "tokenizer.json").is_file():
+        data = json.loads((d / "tokenizer.json").read_text(encoding="utf-8"))
+        parts = {k: data.get(k) for k in _TOKENIZING_PARTS} | {"special": special}
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    files = [d / n for n in ("tokenizer.model", "vocab.json", "merges.txt", "special_tokens_map.json")
+             if (d / n).is_file()]
+    if not files:
+        return None
+    h = hashlib.sha256(json.dumps(special, sort_keys=True, default=str).encode())
+    for f in files:
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()
 
 
 def tokenizer_identity(location: str, revision: str | None = None) -> str | None:
-    """What identifies a pretrained model's tokenizer, or None when unknown: for a local directory a hash of its
-    tokenizer files (`tokenizer.json` as canonical JSON: normalizer, pre-tokenizer, vocabulary, merges, special
-    tokens; else the SentencePiece `tokenizer.model` with the special-token map), for a hub id at its main revision
-    its family in TOKENIZER_FAMILIES. Equal identities tokenize every text identically."""
-    import hashlib
-
+    """What identifies a pretrained model's tokenizer, or None when unknown: the fingerprint of its tokenizer files
+    (a local directory, or a hub id's files at `revision`, read from the cache or fetched alone), else, for a hub id
+    whose files cannot be read, its family in TOKENIZER_FAMILIES. Equal identities tokenize every text identically;
+    training checks that a same-tokenizer teacher's store holds exactly the target's tokens (fusebench.fuse.targets).
+    `fusebench plan` lists hub ids missing from the cache (fusebench.pipeline.preflight), so a run starts with every
+    tokenizer readable and the graph does not change after the downloads."""
     d = Path(location).expanduser()
+    if not d.is_dir() and is_hub_id(location):
+        d = tokenizer_snapshot(location, revision) or d
     if not d.is_dir():
         return f"family:{TOKENIZER_FAMILIES[location]}" if location in TOKENIZER_FAMILIES and not revision else None
-    if (d / "tokenizer.json").is_file():
-        canonical = json.dumps(json.loads((d / "tokenizer.json").read_text(encoding="utf-8")), sort_keys=True)
-        return hashlib.sha256(canonical.encode()).hexdigest()
-    files = [d / n for n in ("tokenizer.model", "special_tokens_map.json") if (d / n).is_file()]
-    if not files:
-        return None
-    return hashlib.sha256(b"".join(f.name.encode() + f.read_bytes() for f in files)).hexdigest()
+    return tokenizer_fingerprint(d)

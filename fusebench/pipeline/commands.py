@@ -66,11 +66,19 @@ def plan(args) -> int:
 
     for line in describe_plan(recipe):
         print(line)
+    from fusebench.pipeline import preflight
+
+    for line in preflight.describe(preflight.check(recipe)):
+        print(line)
     return 0
 
 
 def run(args) -> int:
     recipe, workdir, runner = _prepare(args)
+    if any(status != "cached" for _, status, _ in runner.plan()):
+        from fusebench.pipeline import preflight
+
+        preflight.require(recipe)  # before any work: nothing found missing at stage 16 of 24
     log_path = _setup_logging(workdir)
     log.info("recipe %s -> %s (log: %s)", recipe.name, workdir, log_path)
     start = time.time()

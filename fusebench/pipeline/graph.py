@@ -111,7 +111,9 @@ class GraphBuilder:
     # --- leaves ---
     def corpus(self, name: str) -> str:
         spec = self.recipe.corpora[name]
-        return self.add(f"corpus:{name}", spec.model_dump(), [], S.corpus(spec))
+        # an unset revision stays out of the key, so corpora cached before `revision` existed keep their keys
+        config = spec.model_dump(exclude={"revision"} if spec.revision is None else set())
+        return self.add(f"corpus:{name}", config, [], S.corpus(spec))
 
     def tokenizer(self, name: str) -> str:
         spec = self.recipe.tokenizers[name]

@@ -43,6 +43,7 @@ class CorpusSpec(Strict):
     domain: Literal["legal", "biomed", "humanities", "code", "general", "mix"] | None = None
     path: str | None = None          # hub dataset id
     name: str | None = None          # hub dataset config
+    revision: str | None = None      # hub dataset branch, tag or commit (default: main)
     files: list[str] = []            # kind: files
     text_field: str = "text"
     train_split: str = "train"

@@ -27,9 +27,10 @@ def corpus(spec: CorpusSpec):
             train, test, prov = corpora.tiny_world_splits(spec.domain, spec.seed, spec.train_chars, spec.test_chars)
         elif spec.kind == "hub":
             train, test, prov = corpora.hub_splits(spec.path, spec.name, spec.text_field, spec.train_split,
-                                                   spec.test_split, spec.train_chars, spec.test_chars)
+                                                   spec.test_split, spec.train_chars, spec.test_chars, spec.revision)
         else:
-            train, test, prov = corpora.files_splits(spec.files, spec.seed, spec.train_chars, spec.test_chars)
+            train, test, prov = corpora.files_splits(spec.files, spec.seed, spec.train_chars, spec.test_chars,
+                                                     spec.text_field)
         corpora.write_corpus(ctx.out, train, test, {"spec": spec.model_dump(), **prov})
     return run
 

@@ -116,12 +116,14 @@ def _check(lm, request, model: str, truncate: bool, n_prompt: int, overflow: int
     if overflow <= 0:
         return
     if not truncate:
+        # only a generation request has new tokens to cut; a scored (multiple-choice) one has none
+        fewer = "or generate fewer tokens (`--gen_kwargs max_gen_toks=N`), " if "new tokens" in what else ""
         raise FusebenchError(
             f"task {request.task_name} (document {request.doc_id}): the prompt is {n_prompt} tokens, and the "
             f"{what} need {overflow} more than the context of {lm.max_length} tokens {model} is evaluated with, so "
             f"lm-eval would silently cut the first {overflow} tokens of the prompt. Fix: raise the context (recipe "
             "`evaluate.max_length`, `--max_length`; it defaults to the model's own max_position_embeddings and "
-            "cannot exceed it), or generate fewer tokens (`--gen_kwargs max_gen_toks=N`), or leave this task out "
+            f"cannot exceed it), {fewer}or leave this task out "
             "for a model this short, or accept lm-eval's cut explicitly (recipe `evaluate.truncate_long_prompts: "
             "true`, `--truncate_long_prompts`; the manifest then counts the cut prompts).")
     cut = lm.fusebench_prompts_cut

@@ -46,7 +46,7 @@ def resolve_pretrained(location: str, revision: str | None = None, trust_remote_
         first = (str(err).splitlines() or [type(err).__name__])[0][:300]
         raise FusebenchError(f"cannot get model {location!r} at revision {revision or 'main'!r}: {first}. Check the "
                              "id and `revision:` in the recipe; offline (HF_HUB_OFFLINE=1) it must already be in "
-                             "the Hugging Face cache (huggingface-cli download ID --revision REV).") from None
+                             "the Hugging Face cache (`hf download ID --revision REV`).") from None
 
 
 def has_safetensors(model_dir: Path) -> bool:

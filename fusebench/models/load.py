@@ -71,7 +71,7 @@ def check_source(path_or_id: str | Path) -> None:
                              "hub id (owner/name). Check the path.")
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         raise FusebenchError(f"model {path_or_id!r} is not a local directory and HF_HUB_OFFLINE=1 forbids the hub. "
-                             "Download it once with network (huggingface-cli download) or pass a local directory; "
+                             "Download it once with network (`hf download ID`) or pass a local directory; "
                              "offline, fusebench.models.gguf.smollm2_dir() gives a real pretrained model.")
 
 

@@ -191,13 +191,12 @@ def change_bars(table: Table, stem: Path) -> list[Path] | None:
 
 
 def board_figure(rows: list[dict], board_name: str, label: str = "mean bits_per_byte ↓"):
-    """The leaderboard as bars of each entry's mean score (ranked entries by rank, then reference models, hatched
-    and unranked), with the provenance stamp as the figure's own title row so no text can sit on another."""
+    """The leaderboard as bars of each entry's mean score (ranked entries by rank, then reference models in grey,
+    unranked), with the provenance stamp as the figure's own title row so no text can sit on another."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 1.6 + 0.3 * len(rows)), layout="constrained")
     ys = list(range(len(rows)))[::-1]
-    ax.barh(ys, [r["score"] for r in rows], color=[_COLORS[7] if r["reference"] else _COLORS[0] for r in rows],
-            hatch=None)
+    ax.barh(ys, [r["score"] for r in rows], color=[_COLORS[7] if r["reference"] else _COLORS[0] for r in rows])
     for y, r in zip(ys, rows):
         ax.text(r["score"], y, f" {r['score']:.3f}", va="center", fontsize=7)
     ax.set_yticks(ys)

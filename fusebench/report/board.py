@@ -157,7 +157,7 @@ def entry_from_manifests(board: Board, name: str, model: str, kind: str, manifes
                     raise FusebenchError(f"{name}: no {suite.metric} for {key} in its manifest.")
                 scale = 100.0 if _percent(suite.metric) else 1.0
                 scores.setdefault(key, []).append(float(score["value"]) * scale)
-                if score.get("stderr") is not None:
+                if score.get("stderr") is not None and math.isfinite(float(score["stderr"])):   # 1 document: NaN
                     stderrs.setdefault(key, []).append(float(score["stderr"]) * scale)
                 per_doc.setdefault(key, []).append(_column_items(record, info, suite.metric, score["value"]))
                 data[key], documents[key] = sha, docs

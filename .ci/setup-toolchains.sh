@@ -5,13 +5,14 @@
 # Why these packages: libjavatuples-java because MultiPL-E's Java prompts `import org.javatuples.*`;
 # ruby-test-unit because its Ruby tests subclass Test::Unit::TestCase; node-typescript gives a `tsc` that needs
 # no npm; bubblewrap is the sandbox those programs run in (fusebench/sandbox/), libseccomp2 compiles its seccomp
-# filter (bubblewrap does not depend on it). The toolchains must live on the
+# filter (bubblewrap does not depend on it); chromium renders the leaderboard page headless in its test
+# (tests/test_leaderboard_ranking.py: screenshot, table present, no overlapping text). The toolchains must live on the
 # system PATH (/usr/bin): the sandbox runs programs as an unprivileged user with a clean environment and only the
 # system directories mounted, so it cannot see per-user installs such as rustup's ~/.cargo.
 set -euo pipefail
 
 PACKAGES=(g++ golang-go default-jdk-headless libjavatuples-java nodejs node-typescript php-cli r-base-core
-          ruby ruby-test-unit rustc bubblewrap libseccomp2)
+          ruby ruby-test-unit rustc bubblewrap libseccomp2 chromium)
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
@@ -39,7 +40,7 @@ fi
 
 # Every tool must run from the system PATH, not only be installed.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-for tool in g++ go javac java node tsc php Rscript ruby rustc python3 bwrap; do
+for tool in g++ go javac java node tsc php Rscript ruby rustc python3 bwrap chromium; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     echo "setup-toolchains: '$tool' is not on the system PATH after installing ${PACKAGES[*]}" >&2
     exit 1

@@ -95,13 +95,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", nargs="?", choices=["show", "add", "sync"], default="show",
                    help="show the board; add MODEL (scored on the board's data); sync: enter published runs")
     p.add_argument("--board", default=None, help="directory holding board.yaml (default: results/leaderboard)")
-    p.add_argument("model", nargs="?", help="with `add`: a model directory or hub id")
+    p.add_argument("model", nargs="?", help="with `add`: a model directory, a hub id, or a GGUF file as "
+                   "gguf:PATH or gguf:package:NAME (a registry package holding one)")
     p.add_argument("--name", default=None, help="with `add`: the row's name")
-    p.add_argument("--suite", default=None, help="comma-separated suites to show / evaluate")
-    p.add_argument("--results", default="results")
-    p.add_argument("--out", default="reports")
-    p.add_argument("--workdir", default=None)
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--reference", action="store_true", help="with `add`: list the model beside the ranking, not in "
+                   "it (a public model that may have been trained on the board's texts)")
+    p.add_argument("--suite", default=None, help="comma-separated suites to rank and show (default: all of the "
+                   "board's)")
+    p.add_argument("--results", default="results", help="with `sync`: the results store whose runs are entered "
+                   "(default: results/)")
+    p.add_argument("--out", default="reports", help="where the rendered board goes: leaderboard.md/.html/.csv/.png"
+                   "/.svg (default: reports/)")
+    p.add_argument("--workdir", default=None, help="with `add`: cache for the rebuilt corpora, converted models and "
+                   "evaluations (default: runs/leaderboard)")
+    p.add_argument("--limit", type=int, default=None, help="show only the first N ranked entries (reference models "
+                   "are always listed)")
 
     p = sub.add_parser("verify", help="check every finished stage's files against the checksums recorded when it finished")
     p.add_argument("workdir", nargs="?", default="runs", help="a run's workdir, a parent of several, or one store (default: runs/)")

@@ -54,15 +54,18 @@ def test_an_entry_scored_on_other_data_is_refused(tmp_path):
         entry_from_manifests(board, "x", "m", "hub", [manifest({"legal": 2.0})])
 
 
-def test_ranking_is_the_mean_of_normalised_scores(tmp_path):
+def test_ranking_is_the_mean_of_the_boards_metric_and_normalised_only_on_a_mixed_board(tmp_path):
     board = load_board(board_yaml(tmp_path))
     suite = board.suites["perplexity"]
     assert normalised(suite, 8.0) == 0.0 and normalised(suite, 0.0) == 100.0 and normalised(suite, 2.0) == 75.0
-    a = entry_from_manifests(board, "a", "m", "hub", [manifest({"legal": 2.0, "code": 4.0})])   # 75, 50
-    b = entry_from_manifests(board, "b", "m", "hub", [manifest({"legal": 1.0, "code": 6.0})])   # 87.5, 25
+    a = entry_from_manifests(board, "a", "m", "hub", [manifest({"legal": 2.0, "code": 4.0})])   # 3.0 bpb
+    b = entry_from_manifests(board, "b", "m", "hub", [manifest({"legal": 1.0, "code": 6.0})])   # 3.5 bpb
     rows = ranked(board, [b, a])
-    assert [r["name"] for r in rows] == ["a", "b"] and rows[0]["average"] == pytest.approx(62.5)
-    assert rows[1]["average"] == pytest.approx(56.25)
+    assert [r["name"] for r in rows] == ["a", "b"] and rows[0]["score"] == pytest.approx(3.0)
+    assert rows[1]["score"] == pytest.approx(3.5)
+    mixed = board.model_copy(update={"suites": {**board.suites, "acc": suite.model_copy(update={
+        "metric": "acc", "higher_is_better": True, "random_baseline": 25.0, "best": 100.0, "tasks": {}})}})
+    assert [r["score"] for r in ranked(mixed, [a])] == [pytest.approx(62.5)]   # normalised: 75, 50
 
 
 def test_sync_enters_matching_runs_with_their_seed_mean_and_refuses_others(tmp_path, capsys):
@@ -89,7 +92,7 @@ def test_sync_enters_matching_runs_with_their_seed_mean_and_refuses_others(tmp_p
     text = "".join(p.read_text() for p in (board_dir / "entries").glob("*.json"))
     assert not re.search(r'"(/|[A-Z]:\\\\)', text)                             # portable: no absolute paths
     out = tmp_path / "out"
-    assert "mean of normalised scores" in (out / "leaderboard.md").read_text()
+    assert "mean of the board's metric" in (out / "leaderboard.md").read_text()
     assert '<img src="leaderboard.svg"' in (out / "leaderboard.html").read_text()
     assert "REPRODUCED" in (out / "leaderboard.svg").read_text()
     assert (out / "leaderboard.png").stat().st_size > 5_000
@@ -128,6 +131,10 @@ def test_add_scores_one_model_on_the_rebuilt_board_data_and_touches_no_other_row
                            str(board_dir), "--workdir", str(tmp_path / "w"), "--out", str(tmp_path / "out")]) == 0
     (entry,) = load_entries(board_dir)
     assert entry.name == "tiny-new" and entry.data == {f"perplexity/{t}": sha[t] for t in SHA}
+    # what was scored, by content: each weight file's sha256, not the folder's name
+    assert entry.weights == {"model.safetensors": hashlib.sha256(
+        (tiny_llama_dir / "model.safetensors").read_bytes()).hexdigest()}
+    assert set(entry.items) == {f"perplexity/{t}" for t in SHA} and len(entry.items["perplexity/code"].doc_ids) == docs["code"]
     assert all(0 < v < 20 for v in entry.scores.values())                         # a real score of a random model
     assert (board_dir / "entries" / "keep.txt").read_bytes() == Path(__file__).read_bytes()
     assert "tiny-new" in capsys.readouterr().out

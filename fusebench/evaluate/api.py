@@ -18,7 +18,7 @@ from pathlib import Path
 from fusebench.errors import FusebenchError
 from fusebench.extract.store import sha256_file
 from fusebench.evaluate.items import items_path, write_items
-from fusebench.evaluate.manifest import Score, build_manifest, weights_sha256, write_json
+from fusebench.evaluate.manifest import Score, build_manifest, git_commit, weights_sha256, write_json
 from fusebench.evaluate.runner import build_lm, run_plan
 from fusebench.evaluate.suites import (SUITES, SuiteContext, group_aggregate, parse_suites, plan_suite,
                                       task_datasets)
@@ -104,6 +104,7 @@ def evaluate_model(model: str | Path, suites: list[str] | str, *, name: str | No
     manifest counts the cut prompts per task, and the request cache is not used, so every prompt is counted).
     """
     wanted = parse_suites(suites)  # validate names before loading anything heavy
+    git_commit()  # the commit this evaluation starts on (read once per process; the manifest records it)
     workdir = Path(workdir or "runs/eval")
     model_name = name or default_model_name(model)
     run_id = run_id or "adhoc"

@@ -1,8 +1,9 @@
 """What makes an evaluation reproducible, written beside each results file as `<suite>.manifest.json`.
 
-The manifest names the model (path, sha256 of its weights), the run it belongs to, every lm-eval task with its
+The manifest names the model (path, sha256 of its weights, and for a model made by a fusebench stage the commit
+and config hash it was trained with, from the stage's `.stage.json`), the run it belongs to, every lm-eval task with its
 version and the benchmark it stands for, the data files read (with checksums and provenance), the seeds, the
-backend, the versions of the packages that shape scores, and the git commit of fusebench itself. It also holds the
+backend, the versions of the packages that shape scores, and the git commit the evaluating process started on. It also holds the
 tidy score list (task, metric, value, stderr) so readers need not parse lm-eval's nested keys.
 """
 
@@ -13,6 +14,7 @@ import json
 import subprocess
 import time
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from fusebench.environment import environment
@@ -59,8 +61,11 @@ def package_versions() -> dict[str, str | None]:
     return environment_package_versions(PACKAGES)
 
 
+@lru_cache(maxsize=1)
 def git_commit() -> str | None:
-    """The commit fusebench's source is at (with "+dirty" when it has uncommitted changes), or None."""
+    """The commit fusebench's source was at when this process first asked (with "+dirty" when it had uncommitted
+    changes), or None. Read once per process: a checkout moving on during a long run does not change what the
+    running code is."""
     repo = Path(__file__).resolve().parents[2]
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
@@ -71,6 +76,17 @@ def git_commit() -> str | None:
         return head.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def trained_with(model: str | Path) -> dict | None:
+    """The stage, key, commit and config hash a fusebench-made model was made with (its `.stage.json`), or None."""
+    record_path = Path(model) / ".stage.json"
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return {"stage": record.get("id"), "key": record.get("key"), "git_commit": record.get("git_commit"),
+            "config_sha256": record.get("config_sha256")}
 
 
 def code_sandbox_record() -> dict:
@@ -102,7 +118,7 @@ def build_manifest(*, suite: str, model: str | Path, model_name: str, weights_ha
     return {
         "suite": suite, "run_id": run_id,
         "model": {"name": model_name, "path": str(Path(model).resolve()) if Path(model).exists() else str(model),
-                  "weights_sha256": weights_hash},
+                  "weights_sha256": weights_hash, "trained_with": trained_with(model)},
         "backend": {"name": handle.backend, "device": handle.device, "dtype": handle.dtype,
                     "max_length": handle.max_length},
         "gen_kwargs": plan.gen_kwargs,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,11 +81,20 @@ def guard_generation(lm, model: str, truncate: bool = False) -> None:
       `truncate` (recipe `evaluate.truncate_long_prompts`) asks for lm-eval's cut: then each cut prompt is counted
       per task in `lm.fusebench_prompts_cut`, which the manifest records, and a warning is printed.
     """
-    generate, score = lm.generate_until, lm.loglikelihood
+    generate, score, rolling = lm.generate_until, lm.loglikelihood, lm.loglikelihood_rolling
     lm.fusebench_prompts_cut = {}
+    quiet = os.environ.get("FUSEBENCH_QUIET_BARS") == "1"   # `fusebench run`: one bar per stage, not per batch
 
     def generate_until(requests, disable_tqdm: bool = False):
-        return generate([_fit(lm, request, model, truncate) for request in requests], disable_tqdm=disable_tqdm)
+        return generate([_fit(lm, request, model, truncate) for request in requests],
+                        disable_tqdm=disable_tqdm or quiet)
+
+    def loglikelihood_rolling(requests, disable_tqdm: bool = False):
+        return rolling(requests, disable_tqdm=disable_tqdm or quiet)
+
+    if quiet and hasattr(lm, "_loglikelihood_tokens"):  # HFLM's rolling path asks it for a bar per batch, always
+        tokens = lm._loglikelihood_tokens
+        lm._loglikelihood_tokens = lambda requests, disable_tqdm=False, **kw: tokens(requests, disable_tqdm=True, **kw)
 
     def loglikelihood(requests, disable_tqdm: bool = False):
         for request in requests:  # lm-eval scores the last max_length + 1 tokens of context + continuation
@@ -92,9 +102,9 @@ def guard_generation(lm, model: str, truncate: bool = False) -> None:
             if context:
                 n = sum(len(part) for part in lm._encode_pair(context, continuation))
                 _check(lm, request, model, truncate, n, n - lm.max_length - 1, "context and continuation")
-        return score(requests, disable_tqdm=disable_tqdm)
+        return score(requests, disable_tqdm=disable_tqdm or quiet)
 
-    lm.generate_until, lm.loglikelihood = generate_until, loglikelihood
+    lm.generate_until, lm.loglikelihood, lm.loglikelihood_rolling = generate_until, loglikelihood, loglikelihood_rolling
 
 
 def _fit(lm, request, model: str, truncate: bool):
@@ -116,12 +126,14 @@ def _check(lm, request, model: str, truncate: bool, n_prompt: int, overflow: int
     if overflow <= 0:
         return
     if not truncate:
+        # only a generation request has new tokens to cut; a scored (multiple-choice) one has none
+        fewer = "or generate fewer tokens (`--gen_kwargs max_gen_toks=N`), " if "new tokens" in what else ""
         raise FusebenchError(
             f"task {request.task_name} (document {request.doc_id}): the prompt is {n_prompt} tokens, and the "
             f"{what} need {overflow} more than the context of {lm.max_length} tokens {model} is evaluated with, so "
             f"lm-eval would silently cut the first {overflow} tokens of the prompt. Fix: raise the context (recipe "
             "`evaluate.max_length`, `--max_length`; it defaults to the model's own max_position_embeddings and "
-            "cannot exceed it), or generate fewer tokens (`--gen_kwargs max_gen_toks=N`), or leave this task out "
+            f"cannot exceed it), {fewer}or leave this task out "
             "for a model this short, or accept lm-eval's cut explicitly (recipe `evaluate.truncate_long_prompts: "
             "true`, `--truncate_long_prompts`; the manifest then counts the cut prompts).")
     cut = lm.fusebench_prompts_cut

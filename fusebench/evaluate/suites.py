@@ -206,8 +206,12 @@ def _perplexity(ctx: SuiteContext, names: tuple[str, ...]) -> TaskPlan:
 
 def _corpus_names(ctx: SuiteContext) -> tuple[str, ...]:
     if not ctx.corpora:
-        raise FusebenchError("the perplexity suite needs at least one corpus: pass corpora={name: dir} to "
-                             "evaluate_model, or `--corpus NAME=DIR` on the command line (DIR holds test.jsonl).")
+        # the CLI's default suite: `fusebench eval MODEL` alone lands here, so say every way out
+        raise FusebenchError("the perplexity suite (what `fusebench eval MODEL` scores when neither --suite nor "
+                             "--tasks is given) needs at least one corpus: pass `--corpus NAME=DIR` (DIR holds "
+                             "test.jsonl; repeatable), or pick another suite (`--suite "
+                             f"{','.join(n for n in SUITES if n != 'perplexity')}`) or lm-eval tasks (`--tasks "
+                             "arc_easy`). From Python: evaluate_model(..., corpora={name: dir}).")
     return tuple(ctx.corpora)
 
 

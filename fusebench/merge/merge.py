@@ -13,8 +13,10 @@ The three methods, with delta_i = model_i - base:
 `slices`, `base_model`, `parameters`, ...), validated with mergekit's `MergeConfiguration`.
 
 Replayable: the inputs are stored inside the merge directory (`inputs/<i>/`, hard links to their files where the
-filesystem allows), and the `mergekit_config.yml` mergekit writes there names them relatively, so
-`cd <merge dir> && mergekit-yaml mergekit_config.yml OUT` (stock mergekit, no fusebench) rebuilds the same tensors.
+filesystem allows), and `mergekit_config.yml` names them by absolute path at the directory's final place (the
+pipeline merges into `<dir>.partial` and renames it: `final_dir`), so `mergekit-yaml <dir>/mergekit_config.yml OUT`
+(stock mergekit, no fusebench) rebuilds the same tensors from any working directory: mergekit resolves a relative
+model path against the working directory, not the config file. The model card (README.md) names the same paths.
 mergekit 0.1.5's GPT-NeoX definition requires the buffers `attention.bias`, `attention.masked_bias` and
 `rotary_emb.inv_freq`, which transformers 5 no longer saves; an input missing them gets them in its stored copy
 (`mergekit_buffers.safetensors` + a `model.safetensors.index.json` listing both files, with the values
@@ -100,8 +102,10 @@ def parse_merge_spec(raw: MergeSpec | Mapping[str, Any], where: str = "merge") -
         raise FusebenchError(f"invalid merge settings: {problems}. Methods: {', '.join(METHODS)}.") from None
 
 
-def merge_models(spec: MergeSpec | Mapping[str, Any], out_dir: str | Path, seed: int | None = None) -> Path:
-    """Merge into a Hugging Face model directory `out_dir` and return it.
+def merge_models(spec: MergeSpec | Mapping[str, Any], out_dir: str | Path, seed: int | None = None,
+                 final_dir: str | Path | None = None) -> Path:
+    """Merge into a Hugging Face model directory `out_dir` and return it. `final_dir`: where `out_dir` will be
+    moved once finished (the saved config and model card name the inputs there); default `out_dir` itself.
 
     `spec` is fusebench's short form (`method`, `models`, `base_model`, ...) or a mergekit configuration
     (recognised by its `merge_method` key) whose model references are directories or hub ids.
@@ -119,13 +123,20 @@ def merge_models(spec: MergeSpec | Mapping[str, Any], out_dir: str | Path, seed:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stored = {p: _store_input(p, out_dir / INPUTS_DIR / str(i)) for i, p in enumerate(paths)}
+    final = Path(os.path.abspath(final_dir or out_dir))
     to_run = map_references(config, lambda ref: str((out_dir / stored[ref]).resolve()) if stored[ref] else ref)
-    replay = map_references(config, lambda ref: stored[ref] or ref)
-    source = ("# Replay with stock mergekit from this directory (inputs/ holds the merged models):\n"
-              "#   mergekit-yaml mergekit_config.yml OUT_DIR\n"
-              + MergeConfiguration.model_validate(replay).to_yaml() + "\n")
+    replay = MergeConfiguration.model_validate(
+        map_references(config, lambda ref: str(final / stored[ref]) if stored[ref] else ref))
+    source = (f"# Replay with stock mergekit from any directory ({final / INPUTS_DIR} holds the merged models):\n"
+              f"#   mergekit-yaml {final / 'mergekit_config.yml'} OUT_DIR\n" + replay.to_yaml() + "\n")
+    # mergekit's own card would name the paths it ran from (inside out_dir, possibly `.partial`): written here
+    # from the replay configuration instead
     run_merge(MergeConfiguration.model_validate(to_run), str(out_dir),
-              MergeOptions(device="cpu", copy_tokenizer=True, quiet=True, random_seed=seed), config_source=source)
+              MergeOptions(device="cpu", copy_tokenizer=True, quiet=True, random_seed=seed, write_model_card=False))
+    from mergekit.card import generate_card
+
+    (out_dir / "README.md").write_text(generate_card(replay, source, name=final.name), encoding="utf-8")
+    (out_dir / "mergekit_config.yml").write_text(source, encoding="utf-8")
     return out_dir
 
 
@@ -187,9 +198,7 @@ def _store_input(path: str, dest: Path) -> str | None:
     shutil.copytree(src, dest, copy_function=_link_or_copy, ignore=shutil.ignore_patterns(".*"))
     if _config_dict(str(src)).get("model_type") == "gpt_neox":
         _add_gpt_neox_buffers(dest)
-    # "./": a reference with one "/" that exists locally makes mergekit's model card ask the hub whether it is a
-    # repository (an error offline); two mark it local
-    return f"./{INPUTS_DIR}/{dest.name}"
+    return f"{INPUTS_DIR}/{dest.name}"
 
 
 def _link_or_copy(src: str, dst: str) -> str:

@@ -53,7 +53,57 @@ def _setup_logging(workdir: Path) -> Path:
     for handler in (file_handler, logging.StreamHandler(sys.stderr)):
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
         log.addHandler(handler)
+    detail = logging.getLogger("fusebench.detail")  # the log file only: loss curves, every library warning
+    detail.handlers[:] = [file_handler]
+    detail.propagate = False
+    _quiet_libraries(file_handler)
     return path
+
+
+class _Once(logging.Filter):
+    """Lets each distinct message through once: lm-eval warns the same thing for every evaluation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[tuple[str, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.getMessage())
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
+def _quiet_libraries(file_handler: logging.Handler) -> None:
+    """Library warnings: every one in the log file, each distinct one once on the console. Library progress bars
+    (lm-eval's per-batch and per-task bars, datasets, transformers' weight loading) off: a stage shows at most its
+    own bar (training, extraction, alignment), which passes `disable=` explicitly and so is unaffected."""
+    import functools
+
+    import tqdm.std
+    import transformers
+
+    console = logging.StreamHandler(sys.stderr)
+    console.addFilter(_Once())
+    root = logging.getLogger()
+    root.handlers[:] = [h for h in root.handlers if not getattr(h, "fusebench", False)]
+    for handler in (file_handler, console):
+        handler.fusebench = True
+    console.setLevel(logging.WARNING)
+    root.addHandler(file_handler)
+    root.addHandler(console)
+    root.setLevel(min(root.level or logging.WARNING, logging.WARNING))
+    logging.captureWarnings(True)
+    transformers.utils.logging.disable_default_handler()   # to the root logger, through the filter above
+    transformers.utils.logging.enable_propagation()
+    transformers.utils.logging.disable_progress_bar()
+    os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ["FUSEBENCH_QUIET_BARS"] = "1"             # read by evaluate/runner.py for lm-eval's own bars
+    if not getattr(tqdm.std.tqdm, "_fusebench_quiet", False):
+        tqdm.std.tqdm.__init__ = functools.partialmethod(tqdm.std.tqdm.__init__, disable=True)  # explicit wins
+        tqdm.std.tqdm._fusebench_quiet = True
 
 
 def plan(args) -> int:

@@ -112,6 +112,9 @@ class Runner:
                        "code": _code_hash(s.code)}
             s.key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
         self._verified: set[Path] = set()  # finished artifacts checked (or written) by this run
+        from fusebench.evaluate.manifest import git_commit
+
+        git_commit()  # read once, now: a stage finishing hours later records the commit this run started on
 
     def _toposort(self) -> list[str]:
         order, state = [], {}
@@ -299,7 +302,13 @@ class Runner:
 
     def _finish(self, stage: Stage, partial: Path, final: Path, start: float) -> None:
         shutil.rmtree(partial / "_resume", ignore_errors=True)
+        from fusebench.evaluate.manifest import git_commit
+
         record = {"id": stage.id, "kind": stage.kind, "key": stage.key, "config": stage.config,
+                  # what the artifact was made with: the commit this process started on and the config's hash,
+                  # carried into the manifests of its evaluations (evaluate/manifest.py: trained_with)
+                  "git_commit": git_commit(), "config_sha256": hashlib.sha256(
+                      json.dumps(stage.config, sort_keys=True, default=str).encode()).hexdigest(),
                   "inputs": {i: self.stages[i].key for i in stage.inputs}, "code_modules": list(stage.code),
                   "seconds": round(time.time() - start, 2), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                   # what can change the bytes across machines: CPU kernels, threads, library versions

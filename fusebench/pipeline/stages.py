@@ -219,10 +219,11 @@ def merge(spec, member_ids: dict[str, str]):
         from fusebench.merge import merge_models
 
         where = {name: Model(ctx.input(sid)).location for name, sid in member_ids.items()}
+        final = ctx.out.with_name(ctx.out.name.removesuffix(".partial"))  # the saved config names inputs there
         if spec.mergekit:  # a mergekit block: its model references are recipe names
             from fusebench.merge.merge import map_references
 
-            merge_models(map_references(spec.mergekit, lambda ref: str(where.get(ref, ref))), ctx.out)
+            merge_models(map_references(spec.mergekit, lambda ref: str(where.get(ref, ref))), ctx.out, final_dir=final)
             return
         if spec.method == "varm":  # FuseChat's VaRM: per-tensor weights from each target's change of the pivot
             from fusebench.merge.varm import varm_merge
@@ -233,7 +234,7 @@ def merge(spec, member_ids: dict[str, str]):
         models = [{"path": where[m], "weight": w, **({"density": spec.density} if spec.method == "ties" else {})}
                   for m, w in zip(spec.models, weights)]
         merge_models({"method": spec.method, "models": models,
-                      "base_model": where[spec.base] if spec.base else None}, ctx.out)
+                      "base_model": where[spec.base] if spec.base else None}, ctx.out, final_dir=final)
     return run
 
 

@@ -44,7 +44,7 @@ def _fresh(stem: Path, *content) -> bool:
     return False
 
 
-_VERSION = 3            # bump when the drawing code changes, so cached figures are redrawn
+_VERSION = 4            # bump when the drawing code changes, so cached figures are redrawn
 _pending_keys: dict[Path, str] = {}
 
 
@@ -190,19 +190,28 @@ def change_bars(table: Table, stem: Path) -> list[Path] | None:
     return _save(fig, stem)
 
 
-def board_bars(rows: list[dict], stem: Path, board_name: str) -> list[Path]:
-    """The leaderboard's ranking: each model's mean normalised score (0 = random baseline, 100 = perfect)."""
-    if _fresh(stem, "board", board_name, [(r["name"], r["average"]) for r in rows]):
-        return _paths(stem)
+def board_figure(rows: list[dict], board_name: str, label: str = "mean bits_per_byte ↓"):
+    """The leaderboard as bars of each entry's mean score (ranked entries by rank, then reference models in grey,
+    unranked), with the provenance stamp as the figure's own title row so no text can sit on another."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 1.4 + 0.3 * len(rows)), layout="constrained")
+    fig, ax = plt.subplots(figsize=(7.5, 1.6 + 0.3 * len(rows)), layout="constrained")
     ys = list(range(len(rows)))[::-1]
-    ax.barh(ys, [r["average"] for r in rows], color=_COLORS[0])
+    ax.barh(ys, [r["score"] for r in rows], color=[_COLORS[7] if r["reference"] else _COLORS[0] for r in rows])
     for y, r in zip(ys, rows):
-        ax.text(r["average"], y, f" {r['average']:.2f}", va="center", fontsize=7)
+        ax.text(r["score"], y, f" {r['score']:.3f}", va="center", fontsize=7)
     ax.set_yticks(ys)
-    ax.set_yticklabels([f"{r['rank']}. {r['name']}" for r in rows], fontsize=8)
-    ax.set_xlabel("mean normalised score (0 = random baseline, 100 = perfect), higher is better")
-    ax.set_title(f"Leaderboard {board_name}: rank by mean normalised score", fontsize=10, loc="left")
-    _stamp(fig, "REPRODUCED by fusebench")
-    return _save(fig, stem)
+    ax.set_yticklabels([f"{r['rank']}. {r['name']}" if r["rank"] else f"(reference) {r['name']}" for r in rows],
+                       fontsize=8)
+    ax.set_xlim(0, max(r["score"] for r in rows) * 1.15)      # room for the value labels inside the axes
+    ax.set_xlabel(label.replace("↓", "(lower is better)").replace("↑", "(higher is better)"))
+    ax.set_title(f"Leaderboard {board_name}: ranked by {label.rstrip(' ↑↓')}", fontsize=10, loc="left")
+    # suptitle: constrained layout reserves its own row above the axes title (a free fig.text overlapped it)
+    fig.suptitle("REPRODUCED by fusebench", x=0.99, ha="right", fontsize=8, color="#a00000", fontweight="bold")
+    return fig
+
+
+def board_bars(rows: list[dict], stem: Path, board_name: str, label: str = "mean bits_per_byte ↓") -> list[Path]:
+    """The leaderboard's figure, PNG and SVG (redrawn only when its content changed)."""
+    if _fresh(stem, "board", board_name, label, [(r["name"], r["score"], r["rank"]) for r in rows]):
+        return _paths(stem)
+    return _save(board_figure(rows, board_name, label), stem)

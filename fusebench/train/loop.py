@@ -16,6 +16,7 @@ continues from the newest checkpoint bit-for-bit.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -29,6 +30,8 @@ from tqdm.auto import tqdm
 
 from fusebench.errors import FusebenchError
 from fusebench.train.data import batch_indices, pad_batch
+
+detail = logging.getLogger("fusebench.detail")   # the run's log file only (pipeline/commands.py)
 
 # sequence index -> (ids [T, K], log-probs [T, K]) in the target's vocabulary, position t predicting token t+1
 TargetsFn = Callable[[int], tuple[np.ndarray, np.ndarray]]
@@ -207,6 +210,10 @@ def train(model, sequences: list[np.ndarray], settings: TrainSettings, resume_di
                "optimizer_steps": _optimizer_steps(optimizer), "scheduler_steps": scheduler.scheduler.last_epoch}
         history.append(row)
         bar.set_postfix(loss=f"{row['loss']:.3f}")
+        if acc.is_main_process and (step % max(1, settings.steps // 20) == 0 or step + 1 == settings.steps):
+            # the loss curve in the run's log file (the console keeps one bar per stage)
+            detail.info("%s step %d/%d loss %.4f clm %.4f fusion %.4f lr %.3g", desc, step + 1, settings.steps,
+                        row["loss"], stats["clm"], stats["fusion"], row["lr"])
         if (step + 1) % settings.checkpoint_every == 0 and step + 1 < settings.steps:
             _checkpoint(acc, resume_dir, step + 1, history)
     acc.wait_for_everyone()

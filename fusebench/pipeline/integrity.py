@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from fusebench.errors import FusebenchError
 from fusebench.extract.store import sha256_file
 
 RECORD = ".stage.json"
+_KEYED = re.compile(r"-[0-9a-f]{16}$")   # a stage dir's name ends in its key's first 16 hex digits
 FIX = "Delete {dir} and run again to recompute it."
 
 
@@ -62,9 +64,15 @@ def record_files(root: Path) -> dict[str, dict]:
     return {p.relative_to(root).as_posix(): {"bytes": p.stat().st_size, "sha256": known[p]} for p in files}
 
 
-def check_files(root: Path, files: dict[str, dict]) -> list[str]:
-    """Problems with root's files against their record, one phrase each naming the file; [] when all match."""
+def check_files(root: Path, files: dict[str, dict], ignore: tuple[str, ...] = (RECORD,)) -> list[str]:
+    """Problems with root's files against their record, one phrase each naming the file; [] when all match.
+    The directory holds exactly the recorded files: one added later (an `added_tokens.json` beside a model's
+    tokenizer changes what loads without touching any recorded file) is a problem too."""
     problems, to_hash = [], []
+    for path in sorted(p for p in root.rglob("*") if not p.is_dir()):
+        rel = path.relative_to(root).as_posix()
+        if rel not in files and rel not in ignore:
+            problems.append(f"{path} is not among the files recorded when it finished (added since)")
     for rel, info in files.items():
         path = root / rel
         if not path.is_file():
@@ -100,6 +108,22 @@ def corrupted_error(stage_dir: Path, problems: list[str], reader: str | None = N
                           f"{shown}. " + FIX.format(dir=stage_dir))
 
 
+def lost_record_error(stage_dir: Path, stage_id: str | None = None) -> FusebenchError:
+    who = f"the stage {stage_id}" if stage_id else "a stage"
+    return FusebenchError(f"{who} lost its record: {stage_dir} exists but holds no {RECORD} (deleted, or the "
+                          "directory was made by hand), so nothing says what its files should be and it cannot be "
+                          "read or replaced. " + FIX.format(dir=stage_dir))
+
+
+def stage_dirs(root: Path) -> tuple[list[Path], list[Path]]:
+    """(finished stage dirs, stage dirs without a record) under root: `cache/<kind>/<name>-<key16>/` or any dir
+    holding a record; `.partial` dirs (work in progress) are neither."""
+    recorded = {p.parent for p in root.rglob(RECORD) if not p.parent.name.endswith(".partial")}
+    lost = {d for kind in root.rglob("cache/*") if kind.is_dir() for d in kind.iterdir()
+            if d.is_dir() and _KEYED.search(d.name) and d not in recorded}
+    return sorted(recorded), sorted(lost)
+
+
 def adopt(stage_dir: Path) -> None:
     """Record the checksums of a stage finished before checksums existed, as its files are now."""
     record = read_record(stage_dir)
@@ -120,8 +144,8 @@ def main(args) -> int:
         DistributionStore.open(root).verify()
         print(f"ok  {root} (distribution store)")
         return 0
-    stages = sorted(p.parent for p in root.rglob(RECORD) if not p.parent.name.endswith(".partial"))
-    if not stages:
+    stages, lost = stage_dirs(root)
+    if not stages and not lost:
         raise FusebenchError(f"{root} holds no finished stages (no {RECORD} under it). Give a run's workdir.")
     bad, unrecorded = {}, []
     for stage_dir in stages:
@@ -137,8 +161,15 @@ def main(args) -> int:
             print(f"CORRUPTED  {stage_dir}: {problems[0]}" + (f" (+{len(problems) - 1})" if len(problems) > 1 else ""))
         else:
             print(f"ok         {stage_dir}")
-    print(f"{len(stages)} stages: {len(stages) - len(bad) - len(unrecorded)} verified, {len(bad)} corrupted, "
-          f"{len(unrecorded)} without checksums" + (" (`fusebench verify --adopt` records them)" if unrecorded else ""))
+    for stage_dir in lost:
+        print(f"NO RECORD  {stage_dir} (its {RECORD} is missing)")
+    print(f"{len(stages) + len(lost)} stages: {len(stages) - len(bad) - len(unrecorded)} verified, {len(bad)} "
+          f"corrupted, {len(lost)} without a record, {len(unrecorded)} without checksums"
+          + (" (`fusebench verify --adopt` records them)" if unrecorded else ""))
+    if lost:
+        raise FusebenchError(f"{len(lost)} stage director(ies) under {root} lost their record ({RECORD}), so "
+                             f"nothing vouches for their files: {', '.join(map(str, lost))}. Delete each and run its "
+                             f"recipe again to recompute it (e.g. rm -r {lost[0]}).")
     if bad:
         first = next(iter(bad))
         raise FusebenchError(f"{len(bad)} finished stage(s) under {root} do not match their checksums: "

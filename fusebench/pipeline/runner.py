@@ -180,6 +180,7 @@ class Runner:
         if main:  # everything this run will read, checked before any work starts
             for sid in todo:
                 if not self.is_done(sid):
+                    self._check_not_orphaned(sid)
                     self.check_inputs(sid)
         # evaluations are independent of each other: under a launch every rank takes its share of them (below)
         # instead of one rank running them all while the others wait
@@ -228,6 +229,11 @@ class Runner:
     def check_inputs(self, sid: str) -> None:
         for i in self.reads(sid):
             self.check(i, reader=sid)
+
+    def _check_not_orphaned(self, sid: str) -> None:
+        """A stage dir without its record can be neither read nor replaced (the rename onto it would fail)."""
+        if self.path(sid).is_dir() and not self.is_done(sid):
+            raise integrity.lost_record_error(self.path(sid), sid)
 
     def check(self, sid: str, reader: str | None = None) -> None:
         """Verify a finished stage against the checksums recorded when it finished, once per run."""
@@ -305,4 +311,5 @@ class Runner:
                   # what can change the bytes across machines: CPU kernels, threads, library versions
                   "environment": environment(), "files": integrity.record_files(partial)}
         (partial / ".stage.json").write_text(json.dumps(record, indent=2, default=str))
+        self._check_not_orphaned(stage.id)  # its record deleted while this ran: say so, not ENOTEMPTY
         partial.rename(final)  # the one atomic step that makes the stage finished

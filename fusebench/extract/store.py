@@ -33,7 +33,6 @@ The bits of the spare field go slot by slot, slot j holding bit j; with k < 10 t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -42,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fusebench.checksums import sha256_file
 from fusebench.errors import FusebenchError
 
 FORMAT_VERSION = 1
@@ -74,12 +74,6 @@ def id_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint64)
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:

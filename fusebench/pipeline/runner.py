@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -99,6 +99,13 @@ def _single_process_env():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _from_main(value: str) -> str:
+    """The main process's `value`, on every process of a launch (a collective: every rank calls it)."""
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([value], from_process=0)[0]
 
 
 class Runner:
@@ -189,23 +196,19 @@ class Runner:
         for n, sid in enumerate(in_order, 1):
             final, stage, counter = self.path(sid), self.stages[sid], f"[{n}/{len(in_order)}]"
             barrier()
+            if world > 1:
+                self._launch_step(stage, final, counter, main, barrier)
+                continue
             if self.is_done(sid):
                 log.info("%s %s: cached (%s)", counter, sid, final.name)
                 continue
             final.parent.mkdir(parents=True, exist_ok=True)
-            if world == 1:
-                with FileLock(str(final) + ".lock"):
-                    if self.is_done(sid):  # another run sharing this cache finished it while we waited
-                        log.info("%s %s: finished by another run", counter, sid)
-                        continue
-                    self.check_inputs(sid)  # inputs another run finished while we waited are checked here
-                    self._run_stage(stage, final, counter)
-            elif main:
-                with FileLock(str(final) + ".lock"):
-                    self.check_inputs(sid)
-                    self._run_stage(stage, final, counter, barrier if stage.distributed else None)
-            elif stage.distributed:
-                self._run_stage(stage, final, counter, barrier, worker=True)
+            with FileLock(str(final) + ".lock"):
+                if self.is_done(sid):  # another run sharing this cache finished it while we waited
+                    log.info("%s %s: finished by another run", counter, sid)
+                    continue
+                self.check_inputs(sid)  # inputs another run finished while we waited are checked here
+                self._run_stage(stage, final, counter)
         if spread:
             barrier()  # the models they read are finished
             self._run_share(spread, state.process_index, world)
@@ -216,6 +219,26 @@ class Runner:
                     self.check(sid)
         barrier()
         return {sid: self.path(sid) for sid in todo}
+
+    def _launch_step(self, stage: Stage, final: Path, counter: str, main: bool, barrier) -> None:
+        """One stage under a launch. The main process alone looks at the cache, before and again under the stage's
+        lock (a run sharing the workdir may finish the stage meanwhile), and every process follows its answer: a
+        rank deciding for itself could find the stage finished a moment after another rank did not, and the two
+        would then wait in different collectives."""
+        done = main and self.is_done(stage.id)
+        if main and not done:
+            final.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(final) + ".lock") if main and not done else nullcontext():
+            status = _from_main("cached" if done else "finished by another run" if main and self.is_done(stage.id)
+                                else "run")
+            if status != "run":
+                log.info("%s %s: %s", counter, stage.id, f"cached ({final.name})" if status == "cached" else status)
+                return
+            if main:
+                self.check_inputs(stage.id)
+                self._run_stage(stage, final, counter, barrier if stage.distributed else None)
+            elif stage.distributed:
+                self._run_stage(stage, final, counter, barrier, worker=True)
 
     def reads(self, sid: str) -> list[str]:
         """The finished stages `sid` reads: its inputs, and an ensemble's members (it loads their weights)."""

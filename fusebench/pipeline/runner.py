@@ -15,7 +15,6 @@ it, once per run (`fusebench.pipeline.integrity`).
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -32,6 +31,7 @@ from filelock import FileLock
 from fusebench.environment import environment
 from fusebench.errors import FusebenchError, is_disk_full
 from fusebench.pipeline import integrity
+from fusebench.pipeline.codehash import code_hash
 
 log = logging.getLogger("fusebench")
 
@@ -55,7 +55,7 @@ class Stage:
     config: dict                             # JSON-able; part of the key
     inputs: list[str]                        # ids of the stages whose outputs this one reads
     run: Callable[[StageContext], None]
-    code: tuple[str, ...] = ()               # modules whose source is part of the key
+    code: tuple[str, ...] = ()               # what its key hashes (pipeline/codehash.py: stage_code)
     resumable: bool = False                  # keep `.partial/` across crashes (the stage resumes from it)
     distributed: bool = False                # under `accelerate launch`, every process runs it (extract, train)
     key: str = field(default="", init=False)
@@ -63,18 +63,6 @@ class Stage:
     @property
     def name(self) -> str:
         return self.id.split(":", 1)[-1].replace("/", "_").replace(":", "_")
-
-
-def _code_hash(modules: tuple[str, ...]) -> str:
-    """Hash of the modules' source files, read without importing them (keys stay cheap for `plan`)."""
-    h = hashlib.sha256()
-    for name in sorted(set(modules)):
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.origin is None:
-            raise FusebenchError(f"stage code module {name} is missing from this installation of fusebench; "
-                                 "reinstall it (pip install -e .).")
-        h.update(name.encode() + Path(spec.origin).read_bytes())
-    return h.hexdigest()
 
 
 def collective_timeout() -> timedelta:
@@ -116,7 +104,7 @@ class Runner:
         for sid in self.order:  # keys depend on input keys, so compute in topological order
             s = self.stages[sid]
             payload = {"kind": s.kind, "config": s.config, "inputs": [self.stages[i].key for i in s.inputs],
-                       "code": _code_hash(s.code)}
+                       "code": code_hash(s.code)}
             s.key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
         self._verified: set[Path] = set()  # finished artifacts checked (or written) by this run
 

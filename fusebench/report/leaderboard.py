@@ -20,6 +20,7 @@ from pathlib import Path
 from fusebench.errors import FusebenchError
 from fusebench.report.board import (BOARD_DIR, Board, Entry, entry_from_manifests, load_board, load_entries, ranked,
                                     write_entry)
+from fusebench.report.store import check_run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -104,6 +105,11 @@ def sync(board_dir: Path, results: Path) -> tuple[list[str], list[str]]:
     known = {e.name for e in load_entries(board_dir)}
     added, refused = [], []
     for run_dir in sorted(p for p in results.iterdir() if (p / "run.json").exists()):
+        try:
+            check_run(run_dir)  # a score edited since the run was published never enters the board
+        except FusebenchError as err:
+            refused.append(f"{run_dir.name}: {err}")
+            continue
         recipe = json.loads((run_dir / "run.json").read_text()).get("recipe") or run_dir.name
         for model_dir in sorted(p for p in run_dir.iterdir() if p.is_dir()):
             name = f"{recipe}/{model_dir.name}"

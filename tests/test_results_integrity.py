@@ -131,3 +131,28 @@ def test_seal_with_added_files_vouches_only_for_those(tmp_path):
 
     assert [p for p in check_sealed(tmp_path)] == [f"{tmp_path / 'b.json'} is not among the files recorded when "
                                                    "it was written (added since)"]
+
+
+def test_an_evaluation_whose_stage_record_lost_its_checksums_is_never_published(workdir, capsys):
+    """Forge the number in the cached eval stage itself and strip the stage's checksums: the next run must not
+    republish it (under a fresh seal) with only a warning; it says how to vouch for the stage or recompute it."""
+    (stage,) = workdir.glob("cache/eval/target.perplexity-*[0-9a-f]")
+    (cached,) = stage.rglob("perplexity.json")
+    _forge(cached)
+    record = json.loads((stage / ".stage.json").read_text())
+    del record["files"]
+    (stage / ".stage.json").write_text(json.dumps(record))
+    shutil.rmtree(_result(workdir).parents[1])
+    assert _run(workdir) == 2
+    err = capsys.readouterr().err
+    assert str(stage) in err and "verify --adopt" in err and "Traceback" not in err
+    assert not list(workdir.glob("results/smoke-*"))
+
+
+def test_a_published_run_that_lost_its_run_json_and_seal_is_named_not_a_crash(workdir, capsys):
+    run = _result(workdir).parents[1]
+    (run / "run.json").unlink()
+    (run / SEAL).unlink()
+    assert _run(workdir) == 2
+    err = capsys.readouterr().err
+    assert f"{run} carries no {SEAL}" in err and "Traceback" not in err and "Directory not empty" not in err

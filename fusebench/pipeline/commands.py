@@ -134,7 +134,7 @@ def publish_results(recipe, runner: Runner, done: dict[str, Path], results: Path
         return None
     digest = hashlib.sha256("".join(sorted(runner.stages[s].key for s in evals)).encode()).hexdigest()[:8]
     run_dir = results / f"{recipe.name}-{digest}"
-    if (run_dir / "run.json").exists():
+    if run_dir.exists():
         from fusebench.report.store import check_run
 
         check_run(run_dir)  # what is already published is what the report will read: never a changed number

@@ -255,6 +255,11 @@ class Runner:
         problems = integrity.verify_stage(path)
         if problems:
             raise integrity.corrupted_error(path, problems, reader)
+        if problems is None and self.stages[sid].kind == "eval":  # published as is: never without checksums
+            raise FusebenchError(f"{path} ({sid}) was finished before fusebench recorded checksums, and its scores "
+                                 "are published from it, so nothing would vouch for them. If you trust its files as "
+                                 f"they are, `fusebench verify --adopt {self.workdir}` records them; otherwise delete "
+                                 "it and run again to recompute it.")
         if problems is None:
             log.warning("%s was finished before fusebench recorded checksums, so it is read unverified; "
                         "`fusebench verify --adopt %s` records them as the files are now (or delete it to recompute)",

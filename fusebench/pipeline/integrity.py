@@ -15,7 +15,10 @@ What is covered is the stage directory: a pretrained model kept elsewhere (`poin
 only, and its files are the hub cache's or the user's to keep. Stages finished before checksums existed have no
 `files` record: they are read unverified with a warning, and `fusebench verify --adopt` records their checksums as
 they are now (or delete them to recompute).
-`fusebench verify [WORKDIR]` checks every finished stage under WORKDIR (default `runs/`), or one bare store.
+A stage directory holds exactly the files its record lists (a file added later is a change too), and a stage
+directory without its record (`.stage.json` deleted) is named, never silently skipped or overwritten.
+`fusebench verify [WORKDIR]` checks every finished stage under WORKDIR (default `runs/`) and every stored results
+run there (sealed by `fusebench.checksums`; the repo's `results/` too), or one bare store.
 """
 
 from __future__ import annotations

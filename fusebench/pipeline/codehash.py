@@ -138,13 +138,24 @@ def _data_dirs(module: str) -> list[str]:
     """Dirs beside the package a module reads through a module-level `NAME = Path(__file__)...parents[n] / "x"`."""
     out = []
     for node in _tree(_module_file(module)).body:
-        if isinstance(node, ast.Assign) and {n.id for n in ast.walk(node.value) if isinstance(n, ast.Name)} == \
-                {"Path", "__file__"}:
+        if isinstance(node, ast.Assign) and _is_path_expression(node.value):
             path = eval(compile(ast.Expression(node.value), "<path>", "eval"),  # our own source: a path expression
                         {"Path": Path, "__file__": str(_module_file(module))})
             if isinstance(path, Path) and path.is_dir() and path.resolve().parent == ROOT.parent:
                 out.append(path.name)
     return out
+
+
+_PATH_NODES = (ast.Call, ast.Name, ast.Attribute, ast.Subscript, ast.Constant, ast.BinOp, ast.Div, ast.Load)
+
+
+def _is_path_expression(node: ast.expr) -> bool:
+    """`Path(__file__).resolve().parents[2] / "tasks"` and the like: nothing but a path is computed, so it is safe
+    to evaluate."""
+    nodes = list(ast.walk(node))
+    return (all(isinstance(n, _PATH_NODES) for n in nodes)
+            and {n.id for n in nodes if isinstance(n, ast.Name)} == {"Path", "__file__"}
+            and all(n.attr in ("resolve", "parent", "parents") for n in nodes if isinstance(n, ast.Attribute)))
 
 
 def stage_code(run: Callable) -> tuple[str, ...]:

@@ -29,7 +29,7 @@ import re
 from pathlib import Path
 
 from fusebench.errors import FusebenchError
-from fusebench.checksums import SEAL, check_sealed, compare, describe, seal, sha256_file  # noqa: F401
+from fusebench.checksums import SEAL, check_sealed, compare, describe, seal, sha256_file  # noqa: F401 (sha256_file: re-exported)
 
 RECORD = ".stage.json"
 _KEYED = re.compile(r"-[0-9a-f]{16}$")   # a stage dir's name ends in its key's first 16 hex digits

@@ -156,3 +156,16 @@ def test_a_published_run_that_lost_its_run_json_and_seal_is_named_not_a_crash(wo
     assert _run(workdir) == 2
     err = capsys.readouterr().err
     assert f"{run} carries no {SEAL}" in err and "Traceback" not in err and "Directory not empty" not in err
+
+
+def test_a_sealed_run_put_under_this_runs_name_is_not_taken_for_its_results(workdir, capsys):
+    """Held-out case: another run's results (here: this run's, claiming other evaluations, sealed again by whoever
+    moved them) under the directory name this run publishes to. The seal matches; the stages it names do not."""
+    run = _result(workdir).parents[1]
+    meta = json.loads((run / "run.json").read_text())
+    meta["stages"] = {sid: "0" * 64 for sid in meta["stages"]}
+    (run / "run.json").write_text(json.dumps(meta))
+    seal(run)
+    assert _run(workdir) == 2
+    err = capsys.readouterr().err
+    assert str(run) in err and "other evaluations" in err and "Traceback" not in err

@@ -138,6 +138,10 @@ def publish_results(recipe, runner: Runner, done: dict[str, Path], results: Path
         from fusebench.report.store import check_run
 
         check_run(run_dir)  # what is already published is what the report will read: never a changed number
+        if json.loads((run_dir / "run.json").read_text()).get("stages") != {s: runner.stages[s].key for s in evals}:
+            raise FusebenchError(f"{run_dir} holds the results of other evaluations than this run's (its run.json "
+                                 "names other stage keys): it was renamed or replaced. Move it out of "
+                                 f"{results} and run again to publish this run's results there.")
         return run_dir
     staging = results / f".{run_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)

@@ -65,14 +65,19 @@ def _with_packages(modules: set[str]) -> set[str]:
 
 
 @lru_cache(maxsize=None)
+def _direct(module: str) -> frozenset[str]:
+    """What importing `module` may run: every fusebench import anywhere in it, and the packages above those."""
+    return frozenset(_with_packages(_imported(module, ast.walk(_tree(_module_file(module))))))
+
+
+@lru_cache(maxsize=None)
 def _closure(module: str) -> frozenset[str]:
     seen, todo = set(), [module]
     while todo:
         m = todo.pop()
-        if m in seen:
-            continue
-        seen.add(m)
-        todo += _with_packages(_imported(m, ast.walk(_tree(_module_file(m))))) - seen
+        if m not in seen:
+            seen.add(m)
+            todo += _direct(m) - seen
     return frozenset(seen)
 
 

@@ -143,3 +143,12 @@ def test_a_stage_whose_record_was_deleted_is_named_by_the_next_run_and_by_verify
 
     shutil.rmtree(stage)  # the fix both give
     assert _run(workdir, "chunks:mix") == 0 and main(["verify", str(workdir)]) == 0
+
+
+def test_an_unreadable_stage_record_is_listed_by_verify_and_the_others_are_still_checked(workdir, capsys):
+    stage = _one(workdir, "cache/chunks/mix.sp.64.n32-*")
+    (stage / ".stage.json").write_text('{"files": ')
+    assert main(["verify", str(workdir)]) == 2
+    captured = capsys.readouterr()
+    assert f"CORRUPTED  {stage}" in captured.out and "7 stages: 6 verified, 1 corrupted" in captured.out
+    assert str(stage / ".stage.json") in captured.err

@@ -124,7 +124,10 @@ def result_runs(root: Path) -> list[Path]:
 def _verify_stages(stages: list[Path], lost: list[Path], root: Path, adopting: bool) -> list[str]:
     bad, unrecorded = {}, []
     for stage_dir in stages:
-        problems = verify_stage(stage_dir)
+        try:
+            problems = verify_stage(stage_dir)
+        except FusebenchError:  # an unreadable record: listed like any other damage, the rest still checked
+            problems = [f"{stage_dir / RECORD} cannot be read as JSON"]
         if problems is None and adopting:
             adopt(stage_dir)
             print(f"adopted    {stage_dir} (checksums recorded as the files are now)")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fusebench.checksums import seal
 from fusebench.cli import main as fusebench_main
 from fusebench.errors import FusebenchError
 from fusebench.report.board import entry_from_manifests, load_board, load_entries, normalised, ranked
@@ -82,6 +83,7 @@ def test_sync_enters_matching_runs_with_their_seed_mean_and_refuses_others(tmp_p
     (other / "perplexity.manifest.json").write_text(json.dumps(manifest({"legal": 0.5, "code": 0.5},
                                                                         sha={**SHA, "legal": "e" * 64})))
     (other.parent / "run.json").write_text(json.dumps({"recipe": "elsewhere", "models": {}}))
+    seal(run), seal(other.parent)   # as `fusebench run` seals what it publishes
     assert fusebench_main(["leaderboard", "sync", "--board", str(board_dir), "--results", str(results),
                            "--out", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out
@@ -170,3 +172,20 @@ def test_the_board_inside_results_is_not_read_as_a_run(tmp_path):
     ResultsStore(tmp_path / "results").add_run("r", [Evaluation("m", "s", {"results": {"t": {"acc,none": 0.5}}})])
     assert ResultsStore(tmp_path / "results").run_ids() == ["r"]
     assert list(ResultsStore(tmp_path / "results").frame()["run_id"]) == ["r"]
+
+
+def test_sync_refuses_a_run_whose_files_changed_since_it_was_published(tmp_path, capsys):
+    """Issue 18: a score edited in a published manifest (2.0 -> 0.2 bits per byte) never reaches the board."""
+    board_dir = board_yaml(tmp_path / "board")
+    run = tmp_path / "results" / "smoke-0123abcd"
+    (run / "clm").mkdir(parents=True)
+    (run / "clm" / "perplexity.manifest.json").write_text(json.dumps(manifest(dict(zip(SHA, (2.0, 3.0))))))
+    (run / "run.json").write_text(json.dumps({"recipe": "smoke", "models": {}}))
+    seal(run)
+    forged = run / "clm" / "perplexity.manifest.json"
+    forged.write_text(json.dumps(manifest(dict(zip(SHA, (0.2, 3.0))))))
+    assert fusebench_main(["leaderboard", "sync", "--board", str(board_dir), "--results", str(tmp_path / "results"),
+                           "--out", str(tmp_path / "out")]) == 2   # nothing left to rank
+    printed = capsys.readouterr().out
+    assert "refused smoke-0123abcd" in printed and str(forged) in printed
+    assert not load_entries(board_dir)

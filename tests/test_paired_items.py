@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from fusebench.checksums import seal
 from fusebench.cli import main
 from fusebench.evaluate.items import aggregate, items_path, read_items
 from fusebench.report import paired
@@ -48,6 +49,7 @@ def run_dir(tmp_path_factory, tiny_neox_pair, stdlib_texts) -> Path:
               "clm": {"role": "baseline", "init": "target", "teachers": []},
               "fusellm": {"role": "fused", "init": "target", "teachers": ["a", "b"]}}
     (results / RUN / "run.json").write_text(json.dumps({"recipe": "toy", "models": models, "seeds": None}))
+    seal(results / RUN, added=[results / RUN / "run.json"])   # as `fusebench run` seals what it publishes
     return results / RUN
 
 
@@ -166,6 +168,7 @@ def test_report_pairs_single_seed_differences_by_item_and_falls_back_without_ite
     shutil.copytree(results, old)
     for f in old.rglob("*.items.json.gz"):
         f.unlink()
+    seal(old / RUN)   # sealed as such results were written
     assert main(["report", "--results", str(old), "--out", str(tmp_path / "out-old"), "--format", "md"]) == 0
     old_table = tmp_path / "out-old" / "run_toy_00c0ffee_perplexity.md"
     old_text, old_cells = old_table.read_text(), _cells(old_table)
@@ -186,6 +189,7 @@ def test_an_item_file_that_is_not_the_one_the_manifest_names_is_refused(run_dir,
     shutil.copytree(run_dir.parent, results)
     items = results / RUN / "clm" / "perplexity.items.json.gz"
     shutil.copy(results / RUN / "fusellm" / "perplexity.items.json.gz", items)
+    seal(results / RUN)   # even a run sealed that way: the manifest names its items file's sha256
     assert main(["report", "--results", str(results), "--out", str(tmp_path / "out"), "--format", "md"]) == 2
     assert "items_file" in capsys.readouterr().err
 
@@ -215,6 +219,7 @@ def test_a_table_with_paired_and_unpaired_cells_says_so_and_add_run_keeps_items(
         evaluations.append(Evaluation(model, "perplexity", results, {"data_source": "packaged (offline)"}, items))
     ResultsStore(tmp_path / "results").add_run(RUN, evaluations)
     shutil.copy(run_dir / "run.json", tmp_path / "results" / RUN / "run.json")
+    seal(tmp_path / "results" / RUN, added=[tmp_path / "results" / RUN / "run.json"])
     assert main(["report", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "out"),
                  "--format", "md,csv"]) == 0
     text = (tmp_path / "out" / "run_toy_00c0ffee_perplexity.md").read_text()

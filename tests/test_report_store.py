@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from fusebench.checksums import seal
 from fusebench.errors import FusebenchError
 from fusebench.report.store import COLUMNS, Evaluation, ResultsStore
 
@@ -114,5 +115,6 @@ def test_reported_set_is_read_with_paper_digits_roles_and_provenance():
 def test_corrupt_results_file_is_a_user_error_naming_the_file(tmp_path):
     (tmp_path / "run" / "m").mkdir(parents=True)
     (tmp_path / "run" / "m" / "bbh.json").write_text("{not json")
+    seal(tmp_path / "run")   # sealed as it is: the file itself is broken
     with pytest.raises(FusebenchError, match="bbh.json is not valid JSON"):
         ResultsStore(tmp_path).frame()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from fusebench.checksums import seal
 from fusebench.cli import main
 from fusebench.errors import FusebenchError
 from fusebench.pipeline.graph import build_stages, seed_dependent
@@ -135,6 +136,7 @@ def _write_run(root: Path, values: dict[str, dict], unsandboxed: tuple[str, ...]
                                                                          "training_seed": seed,
                                                                          "code_sandbox": sandbox}))
     (run / "run.json").write_text(json.dumps({"recipe": "toy", "models": models, "seeds": [0, 1, 2]}))
+    seal(run)   # as `fusebench run` seals what it publishes (fusebench/checksums.py)
 
 
 def _cells(path: Path) -> dict[tuple[str, str], str]:

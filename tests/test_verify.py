@@ -33,7 +33,7 @@ def finished(tmp_path_factory) -> Path:
 @pytest.fixture
 def workdir(finished, tmp_path) -> Path:
     """A private copy, so a test may damage it."""
-    return Path(shutil.copytree(finished, tmp_path / "w"))
+    return Path(shutil.copytree(finished, tmp_path / "w", symlinks=True))  # models/<name> stay links
 
 
 def _one(workdir: Path, pattern: str) -> Path:
@@ -112,3 +112,43 @@ def test_verify_checks_a_bare_distribution_store(finished, tmp_path, capsys):
     _flip(store / "shard-00000" / "topk_ids.npy", 200)
     assert main(["verify", str(store)]) == 2
     assert "topk_ids.npy" in capsys.readouterr().err
+
+
+def test_a_file_added_to_a_finished_model_directory_stops_the_next_run_and_verify(workdir, capsys):
+    """A stage directory holds exactly the files its record lists: an added `added_tokens.json` grows the tokenizer
+    (800 -> 801) without changing any recorded file, so it must be caught as a change too."""
+    stage = _one(workdir, "cache/model/target-*")
+    added = stage / "added_tokens.json"
+    added.write_text(json.dumps({"<forged>": 800}))
+    assert _run(workdir, "model:clm") == 2
+    err = capsys.readouterr().err
+    assert str(added) in err and f"Delete {stage}" in err and "Traceback" not in err
+    assert not list(workdir.glob("cache/model/clm-*"))
+    assert main(["verify", str(workdir)]) == 2
+    captured = capsys.readouterr()
+    assert "CORRUPTED" in captured.out and str(added) in captured.err
+
+
+def test_a_stage_whose_record_was_deleted_is_named_by_the_next_run_and_by_verify(workdir, capsys):
+    stage = _one(workdir, "cache/chunks/mix.sp.64.n32-*")
+    (stage / ".stage.json").unlink()
+    assert _run(workdir, "chunks:mix") == 2
+    err = capsys.readouterr().err
+    assert "chunks:mix" in err and str(stage) in err and ".stage.json" in err and f"Delete {stage}" in err
+    assert "Traceback" not in err and "Directory not empty" not in err
+    assert main(["verify", str(workdir)]) == 2
+    captured = capsys.readouterr()
+    assert "7 stages: 6 verified" in captured.out and "1 without a record" in captured.out
+    assert str(stage) in captured.err and f"rm -r {stage}" in captured.err
+
+    shutil.rmtree(stage)  # the fix both give
+    assert _run(workdir, "chunks:mix") == 0 and main(["verify", str(workdir)]) == 0
+
+
+def test_an_unreadable_stage_record_is_listed_by_verify_and_the_others_are_still_checked(workdir, capsys):
+    stage = _one(workdir, "cache/chunks/mix.sp.64.n32-*")
+    (stage / ".stage.json").write_text('{"files": ')
+    assert main(["verify", str(workdir)]) == 2
+    captured = capsys.readouterr()
+    assert f"CORRUPTED  {stage}" in captured.out and "7 stages: 6 verified, 1 corrupted" in captured.out
+    assert str(stage / ".stage.json") in captured.err

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fusebench.errors import FusebenchError
-from fusebench.extract.store import sha256_file
+from fusebench.checksums import seal, sha256_file
 from fusebench.evaluate.items import items_path, write_items
 from fusebench.evaluate.manifest import Score, build_manifest, git_commit, weights_sha256, write_json
 from fusebench.evaluate.runner import build_lm, run_plan
@@ -147,5 +147,7 @@ def evaluate_model(model: str | Path, suites: list[str] | str, *, name: str | No
         manifest["prompts_cut"] = {t: cut[t] for t in plan.tasks.values() if t in cut}  # empty: nothing was cut
         manifest["items_file"] = {"name": items_file.name, "sha256": sha256_file(items_file)}
         manifest_path = write_json(manifest, target / f"{suite}.manifest.json")
+        # the run's seal vouches for exactly what this evaluation wrote (fusebench/checksums.py); readers check it
+        seal(Path(results_dir) / run_id, added=[results_path, items_file, manifest_path])
         out.suites.append(SuiteResult(suite, results_path, manifest_path, scores, items_file))
     return out

@@ -41,7 +41,6 @@ diagnostics: the exact per-sequence CE is stored separately).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -50,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fusebench.checksums import sha256_file
 from fusebench.errors import FusebenchError
 from fusebench.extract.packing import Layout, layout_fields, pack_rows, sorted_descending, unpack_rows
 
@@ -80,12 +80,6 @@ def id_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint64)
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:

@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from fusebench.checksums import SEAL, seal
 from fusebench.errors import FusebenchError
 from fusebench.pipeline.graph import build_stages
 from fusebench.pipeline.recipe import load_recipe
@@ -191,14 +192,21 @@ def publish_results(recipe, runner: Runner, done: dict[str, Path], results: Path
         return None
     digest = hashlib.sha256("".join(sorted(runner.stages[s].key for s in evals)).encode()).hexdigest()[:8]
     run_dir = results / f"{recipe.name}-{digest}"
-    if (run_dir / "run.json").exists():
+    if run_dir.exists():
+        from fusebench.report.store import check_run
+
+        check_run(run_dir)  # what is already published is what the report will read: never a changed number
+        if json.loads((run_dir / "run.json").read_text()).get("stages") != {s: runner.stages[s].key for s in evals}:
+            raise FusebenchError(f"{run_dir} holds the results of other evaluations than this run's (its run.json "
+                                 "names other stage keys): it was renamed or replaced. Move it out of "
+                                 f"{results} and run again to publish this run's results there.")
         return run_dir
     staging = results / f".{run_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     for sid, path in evals.items():
         seed = runner.stages[sid].config.get("seed")     # set for seed-dependent models only (graph.py)
         for f in [*path.rglob("*.json"), *path.rglob("*.items.json.gz")]:
-            if f.name != ".stage.json":  # evaluate_model writes <recipe>/<model>/<suite>(.manifest|.items).json(.gz)
+            if f.name not in (".stage.json", SEAL):  # evaluate_model writes <recipe>/<model>/<suite>(.manifest|.items).json(.gz)
                 rel = f.relative_to(path).relative_to(recipe.name)
                 dest = staging / (rel if seed is None else rel.parent / f"seed-{seed}" / rel.name)
                 dest.parent.mkdir(parents=True, exist_ok=True)
@@ -218,6 +226,7 @@ def publish_results(recipe, runner: Runner, done: dict[str, Path], results: Path
                                                   "seed_dependent": sorted(seed_dependent(recipe)) if recipe.seeds
                                                   else [],
                                                   "stages": {s: runner.stages[s].key for s in evals}}, indent=2))
+    seal(staging)  # exactly these files, checked before anything reads them (fusebench/checksums.py)
     staging.rename(run_dir)  # appears whole or not at all
     log.info("results published to %s", run_dir)
     return run_dir

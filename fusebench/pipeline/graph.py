@@ -15,26 +15,9 @@ import difflib
 
 from fusebench.errors import FusebenchError
 from fusebench.pipeline import stages as S
+from fusebench.pipeline.codehash import stage_code
 from fusebench.pipeline.recipe import FusionSpec, ModelSpec, Recipe
 from fusebench.pipeline.runner import Stage
-
-# modules whose source code is part of each stage kind's cache key
-CODE = {
-    "corpus": ("fusebench.data.corpora", "fusebench.data.packages"),
-    "tokenizer": ("fusebench.models.tokenizers",),
-    "chunks": ("fusebench.train.data",),
-    "model": ("fusebench.models.build", "fusebench.train.loop", "fusebench.train.data"),
-    "model+teachers": ("fusebench.fuse.loss", "fusebench.fuse.functions", "fusebench.fuse.targets"),
-    "extract": ("fusebench.extract.extract", "fusebench.extract.store", "fusebench.train.data"),
-    "vocabmap": ("fusebench.align.vocab_map", "fusebench.align.statistics"),
-    "align": ("fusebench.align.corpus", "fusebench.align.transfer", "fusebench.align.dtw",
-              "fusebench.align.offsets", "fusebench.align.ends", "fusebench.align.document",
-              "fusebench.align.weighted", "fusebench.extract.store"),
-    "ensemble": ("fusebench.ensemble.model", "fusebench.ensemble.modeling"),
-    "merge": ("fusebench.merge.merge", "fusebench.merge.varm"),
-    "eval": ("fusebench.evaluate.api", "fusebench.evaluate.runner", "fusebench.evaluate.suites"),
-}
-
 
 def check_registry_names(recipe: Recipe) -> None:
     """Unknown registry names (fusion function, aligner, vocab map, suite) fail before any work starts."""
@@ -98,14 +81,13 @@ class GraphBuilder:
         """`.s<seed>` after the name of a seed-dependent model's stages; empty for shared ones."""
         return f".s{self.seed}" if self.seed is not None and model in self.dependent else ""
 
-    def add(self, sid: str, config: dict, inputs: list[str], run, resumable: bool = False,
-            extra_code: tuple[str, ...] = ()) -> str:
+    def add(self, sid: str, config: dict, inputs: list[str], run, resumable: bool = False) -> str:
         if sid not in self.stages:
             kind = sid.split(":", 1)[0]
             # extraction, alignment and training are the stages that shard over processes under `accelerate launch`
             distributed = resumable and kind in ("extract", "align", "model")
-            self.stages[sid] = Stage(sid, kind, config, inputs, run, CODE.get(kind, ()) + extra_code, resumable,
-                                     distributed)
+            # the key covers the code the body really runs, read off its source (pipeline/codehash.py)
+            self.stages[sid] = Stage(sid, kind, config, inputs, run, stage_code(run), resumable, distributed)
         return sid
 
     # --- leaves ---
@@ -169,8 +151,7 @@ class GraphBuilder:
             m = m.model_copy(update={"train": m.train.model_copy(update={"seed": m.train.seed + self.seed})})
         cfg = m.model_dump(exclude={"role"})
         if m.path:
-            return self.add(sid, cfg, [], S.pointer_model(m.path, m.trust_remote_code, m.revision),
-                            extra_code=("fusebench.models.hub",))
+            return self.add(sid, cfg, [], S.pointer_model(m.path, m.trust_remote_code, m.revision))
         if m.gguf:
             return self.add(sid, cfg, [], S.gguf_model(m.gguf))
         if m.ensemble:
@@ -202,7 +183,7 @@ class GraphBuilder:
             inputs += [own_store] + [a for _, a in teacher_stages]
             m = m.model_copy(update={"fusion": fusion})
         return self.add(sid, cfg, inputs, S.trained_model(name, m, chunks, init, tokenizer, teacher_stages, own_store),
-                        resumable=True, extra_code=CODE["model+teachers"] if m.teachers else ())
+                        resumable=True)
 
     # --- the fusion data path ---
     def chunks(self, corpus: str, tok_stage: str, seq_len: int, max_sequences: int | None) -> str:

@@ -15,13 +15,12 @@ it, once per run (`fusebench.pipeline.integrity`).
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import os
 import shutil
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -32,6 +31,7 @@ from filelock import FileLock
 from fusebench.environment import environment
 from fusebench.errors import FusebenchError, is_disk_full
 from fusebench.pipeline import integrity
+from fusebench.pipeline.codehash import code_hash
 
 log = logging.getLogger("fusebench")
 
@@ -55,7 +55,7 @@ class Stage:
     config: dict                             # JSON-able; part of the key
     inputs: list[str]                        # ids of the stages whose outputs this one reads
     run: Callable[[StageContext], None]
-    code: tuple[str, ...] = ()               # modules whose source is part of the key
+    code: tuple[str, ...] = ()               # what its key hashes (pipeline/codehash.py: stage_code)
     resumable: bool = False                  # keep `.partial/` across crashes (the stage resumes from it)
     distributed: bool = False                # under `accelerate launch`, every process runs it (extract, train)
     key: str = field(default="", init=False)
@@ -63,18 +63,6 @@ class Stage:
     @property
     def name(self) -> str:
         return self.id.split(":", 1)[-1].replace("/", "_").replace(":", "_")
-
-
-def _code_hash(modules: tuple[str, ...]) -> str:
-    """Hash of the modules' source files, read without importing them (keys stay cheap for `plan`)."""
-    h = hashlib.sha256()
-    for name in sorted(set(modules)):
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.origin is None:
-            raise FusebenchError(f"stage code module {name} is missing from this installation of fusebench; "
-                                 "reinstall it (pip install -e .).")
-        h.update(name.encode() + Path(spec.origin).read_bytes())
-    return h.hexdigest()
 
 
 def collective_timeout() -> timedelta:
@@ -101,6 +89,13 @@ def _single_process_env():
                 os.environ[k] = v
 
 
+def _from_main(value: str) -> str:
+    """The main process's `value`, on every process of a launch (a collective: every rank calls it)."""
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([value], from_process=0)[0]
+
+
 class Runner:
     def __init__(self, stages: list[Stage], workdir: Path):
         self.workdir = Path(workdir)
@@ -109,7 +104,7 @@ class Runner:
         for sid in self.order:  # keys depend on input keys, so compute in topological order
             s = self.stages[sid]
             payload = {"kind": s.kind, "config": s.config, "inputs": [self.stages[i].key for i in s.inputs],
-                       "code": _code_hash(s.code)}
+                       "code": code_hash(s.code)}
             s.key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
         self._verified: set[Path] = set()  # finished artifacts checked (or written) by this run
         from fusebench.evaluate.manifest import git_commit
@@ -183,6 +178,7 @@ class Runner:
         if main:  # everything this run will read, checked before any work starts
             for sid in todo:
                 if not self.is_done(sid):
+                    self._check_not_orphaned(sid)
                     self.check_inputs(sid)
         # evaluations are independent of each other: under a launch every rank takes its share of them (below)
         # instead of one rank running them all while the others wait
@@ -191,23 +187,19 @@ class Runner:
         for n, sid in enumerate(in_order, 1):
             final, stage, counter = self.path(sid), self.stages[sid], f"[{n}/{len(in_order)}]"
             barrier()
+            if world > 1:
+                self._launch_step(stage, final, counter, main, barrier)
+                continue
             if self.is_done(sid):
                 log.info("%s %s: cached (%s)", counter, sid, final.name)
                 continue
             final.parent.mkdir(parents=True, exist_ok=True)
-            if world == 1:
-                with FileLock(str(final) + ".lock"):
-                    if self.is_done(sid):  # another run sharing this cache finished it while we waited
-                        log.info("%s %s: finished by another run", counter, sid)
-                        continue
-                    self.check_inputs(sid)  # inputs another run finished while we waited are checked here
-                    self._run_stage(stage, final, counter)
-            elif main:
-                with FileLock(str(final) + ".lock"):
-                    self.check_inputs(sid)
-                    self._run_stage(stage, final, counter, barrier if stage.distributed else None)
-            elif stage.distributed:
-                self._run_stage(stage, final, counter, barrier, worker=True)
+            with FileLock(str(final) + ".lock"):
+                if self.is_done(sid):  # another run sharing this cache finished it while we waited
+                    log.info("%s %s: finished by another run", counter, sid)
+                    continue
+                self.check_inputs(sid)  # inputs another run finished while we waited are checked here
+                self._run_stage(stage, final, counter)
         if spread:
             barrier()  # the models they read are finished
             self._run_share(spread, state.process_index, world)
@@ -218,6 +210,26 @@ class Runner:
                     self.check(sid)
         barrier()
         return {sid: self.path(sid) for sid in todo}
+
+    def _launch_step(self, stage: Stage, final: Path, counter: str, main: bool, barrier) -> None:
+        """One stage under a launch. The main process alone looks at the cache, before and again under the stage's
+        lock (a run sharing the workdir may finish the stage meanwhile), and every process follows its answer: a
+        rank deciding for itself could find the stage finished a moment after another rank did not, and the two
+        would then wait in different collectives."""
+        done = main and self.is_done(stage.id)
+        if main and not done:
+            final.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(final) + ".lock") if main and not done else nullcontext():
+            status = _from_main("cached" if done else "finished by another run" if main and self.is_done(stage.id)
+                                else "run")
+            if status != "run":
+                log.info("%s %s: %s", counter, stage.id, f"cached ({final.name})" if status == "cached" else status)
+                return
+            if main:
+                self.check_inputs(stage.id)
+                self._run_stage(stage, final, counter, barrier if stage.distributed else None)
+            elif stage.distributed:
+                self._run_stage(stage, final, counter, barrier, worker=True)
 
     def reads(self, sid: str) -> list[str]:
         """The finished stages `sid` reads: its inputs, and an ensemble's members (it loads their weights)."""
@@ -232,6 +244,11 @@ class Runner:
         for i in self.reads(sid):
             self.check(i, reader=sid)
 
+    def _check_not_orphaned(self, sid: str) -> None:
+        """A stage dir without its record can be neither read nor replaced (the rename onto it would fail)."""
+        if self.path(sid).is_dir() and not self.is_done(sid):
+            raise integrity.lost_record_error(self.path(sid), sid)
+
     def check(self, sid: str, reader: str | None = None) -> None:
         """Verify a finished stage against the checksums recorded when it finished, once per run."""
         path = self.path(sid)
@@ -241,6 +258,11 @@ class Runner:
         problems = integrity.verify_stage(path)
         if problems:
             raise integrity.corrupted_error(path, problems, reader)
+        if problems is None and self.stages[sid].kind == "eval":  # published as is: never without checksums
+            raise FusebenchError(f"{path} ({sid}) was finished before fusebench recorded checksums, and its scores "
+                                 "are published from it, so nothing would vouch for them. If you trust its files as "
+                                 f"they are, `fusebench verify --adopt {self.workdir}` records them; otherwise delete "
+                                 "it and run again to recompute it.")
         if problems is None:
             log.warning("%s was finished before fusebench recorded checksums, so it is read unverified; "
                         "`fusebench verify --adopt %s` records them as the files are now (or delete it to recompute)",
@@ -314,4 +336,5 @@ class Runner:
                   # what can change the bytes across machines: CPU kernels, threads, library versions
                   "environment": environment(), "files": integrity.record_files(partial)}
         (partial / ".stage.json").write_text(json.dumps(record, indent=2, default=str))
+        self._check_not_orphaned(stage.id)  # its record deleted while this ran: say so, not ENOTEMPTY
         partial.rename(final)  # the one atomic step that makes the stage finished

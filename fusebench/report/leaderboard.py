@@ -23,6 +23,7 @@ from fusebench.extract.store import sha256_file
 from fusebench.names import check_name, name_problem
 from fusebench.report.board import (BOARD_DIR, Board, Entry, entry_from_manifests, load_board, load_entries,
                                     one_metric, ranked, restrict, write_entry)
+from fusebench.report.store import check_run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -138,6 +139,11 @@ def sync(board_dir: Path, results: Path) -> tuple[list[str], list[str]]:
     known = {e.name for e in load_entries(board_dir)}
     added, refused = [], []
     for run_dir in sorted(p for p in results.iterdir() if (p / "run.json").exists()):
+        try:
+            check_run(run_dir)  # a score edited since the run was published never enters the board
+        except FusebenchError as err:
+            refused.append(f"{run_dir.name}: {err}")
+            continue
         recipe = json.loads((run_dir / "run.json").read_text()).get("recipe") or run_dir.name
         for model_dir in sorted(p for p in run_dir.iterdir() if p.is_dir()):
             name = f"{recipe}/{model_dir.name}"

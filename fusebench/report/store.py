@@ -7,6 +7,8 @@ Layout on disk (the contract with the evaluation layer):
     results/<run_id>/<model>/<suite>.manifest.json   model path and hash, recipe, seeds, versions, role, method
     results/<run_id>/<model>/seed-<s>/<suite>(.manifest).json   a seed-dependent model, trained once per seed
     results/<run_id>/<model>/[seed-<s>/]<suite>.items.json.gz   optional: per-item scores (report/paired.py)
+    results/<run_id>/checksums.json            size and sha256 of every file above (reported/ too): checked
+                                               before the run is read (fusebench/checksums.py)
 
 `value` is in the unit the paper prints: accuracy-like metrics (acc, exact_match, pass@k, ...) in percent, bits per
 byte and perplexities as they are. The store is append-only: `add_run` refuses a run id that already exists.
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from fusebench.checksums import SEAL, check_sealed, seal
 from fusebench.errors import FusebenchError
 from fusebench.evaluate.items import items_path, write_items
 from fusebench.report.reported import REPORTED_RUN_ID, reported_rows
@@ -149,8 +152,25 @@ def _seed_of(folder: Path) -> int:
                              "out of the results store.") from None
 
 
+def check_run(run_dir: Path) -> None:
+    """A stored run is read only when its files are exactly those sealed when it was written (checksums.json:
+    size and sha256 of each): an edited number, an added or a removed file stops the reader, naming the file."""
+    problems = check_sealed(run_dir)
+    if problems is None:
+        raise FusebenchError(f"{run_dir} carries no {SEAL}, so nothing vouches for the results in it (stored before "
+                             "fusebench sealed results, or the record was deleted). If you trust its files as they "
+                             f"are, `fusebench verify --adopt {run_dir.parent}` records them; otherwise move it out "
+                             "of the results store and re-run the recipe that made it.")
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise FusebenchError(f"the stored results {run_dir} changed since they were written: {shown}. Restore the "
+                             "files from the run that wrote them, or move the run out of the results store and run "
+                             "its recipe again (a changed number is never read).")
+
+
 class ResultsStore:
-    """Reads `results/` (reported set and reproduced runs) and adds new runs without touching existing ones."""
+    """Reads `results/` (reported set and reproduced runs) and adds new runs without touching existing ones.
+    Every run is checked against its seal (`check_run`) before any of its files is read."""
 
     def __init__(self, root: str | Path = "results"):
         self.root = Path(root)
@@ -189,6 +209,7 @@ class ResultsStore:
         rows: list[dict] = []
         for run_id in self.run_ids():
             run_dir = self.root / run_id
+            check_run(run_dir)
             if run_id == REPORTED_RUN_ID:
                 rows += reported_rows(run_dir)
             else:
@@ -222,6 +243,7 @@ class ResultsStore:
                 (model_dir / f"{ev.suite}.manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
             if roles:
                 (staging / "run.json").write_text(json.dumps({"run_id": run_id, "roles": dict(roles)}, indent=2))
+            seal(staging)
             os.rename(staging, dest)   # atomic on one filesystem: readers never see half a run
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)

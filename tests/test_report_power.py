@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from fusebench.checksums import seal
 from fusebench.evaluate.items import aggregate
 from fusebench.report.power import (TTest, crossed_components, crossed_test, holm_levels, mde, ratio_linearised,
                                     seeds_needed, stack_domains)
@@ -158,6 +159,7 @@ def _write_seeded_run(root, rng):
             (folder / "perplexity.manifest.json").write_text(json.dumps({"data_source": "packaged (offline)",
                                                                          "training_seed": seed}))
     (run / "run.json").write_text(json.dumps({"recipe": "toy", "models": models, "seeds": [0, 1, 2, 3]}))
+    seal(run)   # as `fusebench run` seals what it publishes (fusebench/checksums.py)
     return domains, items
 
 

@@ -160,6 +160,9 @@ def publish_results(recipe, runner: Runner, done: dict[str, Path], results: Path
                                                   "seed_dependent": sorted(seed_dependent(recipe)) if recipe.seeds
                                                   else [],
                                                   "stages": {s: runner.stages[s].key for s in evals}}, indent=2))
+    from fusebench.report.knowledge import write_knowledge
+
+    write_knowledge(staging, roles, target)     # each source's / teacher's gap to the target, printed and kept
     staging.rename(run_dir)  # appears whole or not at all
     log.info("results published to %s", run_dir)
     return run_dir

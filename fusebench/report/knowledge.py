@@ -53,19 +53,24 @@ def knowledge_available(rows: pd.DataFrame, models: dict[str, dict], target: str
     """{"metric", "target", "gaps": {holder: {domain: holder − target}}} from one run's tidy rows."""
     means = _means(rows)
     base = means.get(target or "", {})
-    gaps = {h: {d: means[h][d] - v for d, v in base.items() if d in means[h]}
-            for h in _holders(models) if h in means}
-    return {"metric": METRIC, "target": target, "gaps": gaps}
+    holders = _holders(models)
+    gaps = {h: {d: means[h][d] - v for d, v in base.items() if d in means[h]} for h in holders if h in means}
+    missing = [h for h in holders if h not in means] + ([target] if target and not base else [])
+    return {"metric": METRIC, "target": target, "gaps": gaps, "not_evaluated": missing}
 
 
 def write_knowledge(run_dir: Path, models: dict[str, dict], target: str | None) -> dict:
     """Write `<run_dir>/knowledge.json` from the evaluations already there and log each gap."""
     found = knowledge_available(ResultsStore(run_dir.parent).run_frame(run_dir), models, target)
-    if found["gaps"]:
-        (run_dir / "knowledge.json").write_text(json.dumps(found, indent=2))
-        for holder, per in found["gaps"].items():
-            log.info("knowledge available: %s − %s, bits per byte: %s", holder, target,
-                     ", ".join(f"{d} {g:+.4f}" for d, g in per.items()))
+    if not found["gaps"] and not found["not_evaluated"]:
+        return found                                  # nobody learns from anybody: nothing to record
+    (run_dir / "knowledge.json").write_text(json.dumps(found, indent=2))
+    for holder, per in found["gaps"].items():
+        log.info("knowledge available: %s − %s, bits per byte: %s", holder, target,
+                 ", ".join(f"{d} {g:+.4f}" for d, g in per.items()))
+    if found["not_evaluated"]:
+        log.warning("knowledge available: %s not evaluated in bits per byte; add them to evaluate.models (suite "
+                    "perplexity) to measure what the teachers know", ", ".join(found["not_evaluated"]))
     return found
 
 

@@ -178,3 +178,43 @@ def test_oracle_refuses_candidates_without_gold_log_probs_and_softening_keeps_th
     scored = [_gold(_cand([[2, 1]], [[0.6, 0.4]], 1.0, n=1), [1]), _gold(_cand([[1, 2]], [[0.9, 0.1]], 2.0, n=1), [1])]
     # scored on the model's own probabilities: temperature 5 flattens both toward 0.5 but does not change the pick
     assert fuse("oracle", scored, temperature=5.0).weights.tolist() == [0.0, 1.0]
+
+
+def test_oracle_reads_real_stores_in_the_extractors_position_convention(tmp_path):
+    """On the smoke recipe's real stores: where the target's next token is in the top-k, the oracle's gold log-prob
+    is exactly the extractor's (so position j is scored on token j+1), elsewhere it is an upper bound; and the
+    oracle fusion picks one candidate per sequence through the training targets."""
+    from pathlib import Path
+
+    from fusebench.extract.store import DistributionStore
+    from fusebench.fuse.functions import gold_logprobs
+    from fusebench.fuse.targets import FusedTargets
+    from fusebench.pipeline.graph import GraphBuilder
+    from fusebench.pipeline.recipe import load_recipe
+    from fusebench.pipeline.runner import Runner
+
+    # top-10 (smoke uses 4): the store keeps an out-of-top-k gold log-prob in k spare bits, saturating at
+    # (2^k - 1)/16 nats, so only k = 10 (64 nats) holds the exact value to bound against
+    g = GraphBuilder(load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml",
+                                 ["models.fusellm.fusion.top_k=10"]))
+    g.model("fusellm")
+    runner = Runner(list(g.stages.values()), tmp_path)
+    done = {**runner.run("extract:"), **runner.run("align:")}
+    own_sid = next(s for s in done if s.startswith("extract:target@"))
+    own = DistributionStore.open(done[own_sid] / "store")
+    seqs = [own.sequence(i) for i in range(len(own))]
+    exact = bound = 0
+    for s in seqs:
+        gold = gold_logprobs(s.topk_ids, s.topk_logprobs, s.input_ids[1:])
+        hit = (s.topk_ids[:len(gold)] == s.input_ids[1:, None]).any(axis=1)
+        np.testing.assert_allclose(gold[hit], s.gold_logprobs[hit], atol=1e-5)
+        # (the store rounds an out-of-top-k gold to 1/16 nat: within half a step)
+        assert (gold[~hit] >= s.gold_logprobs[~hit] - (1 / 32 + 1e-3)).all()
+        exact, bound = exact + hit.sum(), bound + (~hit).sum()
+    assert exact > 0 and bound > 0
+    aligned = [done[s] for s in done if s.startswith("align:")]
+    targets = FusedTargets(done[own_sid], aligned, "oracle", [s.input_ids for s in seqs])
+    for i in range(len(seqs)):
+        ids, lps = targets(i)
+        assert ids.shape == lps.shape and ids.shape[0] == len(seqs[i].input_ids)
+    assert targets.chosen.sum() == len(seqs) and len(targets.chosen) == 1 + len(aligned)

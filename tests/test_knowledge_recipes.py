@@ -62,8 +62,10 @@ def test_every_perplexity_domain_of_the_miniatures_scores_at_least_200_test_docu
         assert sorted(map(len, test))[len(test) // 2] <= spec.test_passage_chars   # a longer line stays whole
 
 
-def test_the_leaderboards_whole_document_test_splits_are_unchanged():
-    from fusebench.data.corpora import tiny_world_splits
+def test_the_leaderboards_whole_document_test_splits_are_unchanged(tmp_path):
+    import json
+
+    from fusebench.data.corpora import tiny_world_splits, write_corpus
 
     board = yaml.safe_load((RECIPES.parent / "results" / "leaderboard" / "board.yaml").read_text())
     world = load_recipe(RECIPES / "tiny_world.yaml")
@@ -72,3 +74,6 @@ def test_the_leaderboards_whole_document_test_splits_are_unchanged():
         assert spec.test_passage_chars is None
         _, test, _ = tiny_world_splits(spec.domain, spec.seed, 0, spec.test_chars, spec.test_passage_chars)
         assert len(test) == task["documents"]
+        write_corpus(tmp_path / spec.domain, ["(train not compared)"], test, {})
+        manifest = json.loads((tmp_path / spec.domain / "manifest.json").read_text())
+        assert manifest["splits"]["test"]["sha256"] == task["sha256"]       # the very file the board pins

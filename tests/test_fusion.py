@@ -63,8 +63,8 @@ def test_mince_per_byte_prefers_the_coarse_tokenizer_with_fewer_total_nats():
 def test_unknown_fusion_function_lists_the_known_ones():
     with pytest.raises(FusebenchError, match="mince, avgce, mince_per_byte"):
         get_fusion_function("maxce")
-    assert DEFAULT_FUSION == "mince" and set(FUSION_FUNCTIONS) == {"mince", "avgce", "mince_per_byte",
-                                                                  "greater_gt_hard"}
+    assert DEFAULT_FUSION == "mince" and {"mince", "avgce", "mince_per_byte", "oracle",
+                                          "greater_gt_hard"} <= set(FUSION_FUNCTIONS)
 
 
 def test_candidates_of_different_lengths_are_refused():
@@ -127,3 +127,95 @@ def test_avgce_at_temperature_2_softens_each_candidate_before_mixing_and_not_the
     old = fusion_loss(logits[:, :1], torch.from_numpy(mixed.ids[:1])[None], torch.from_numpy(mixed.logprobs[:1])[None],
                       torch.ones(1, 1), temperature=t)
     assert abs(old.item() - reference.item()) > 0.05
+
+
+# --- the oracle (issue 19): the best candidate per sequence by its loss on the target's next tokens -----------
+
+def test_gold_logprobs_take_the_true_tokens_slot_else_the_smallest_slot_and_nan_where_empty():
+    from fusebench.fuse.functions import gold_logprobs
+
+    ids = np.array([[5, 6], [7, 8], [-1, -1]])
+    with np.errstate(divide="ignore"):
+        lp = np.log(np.array([[0.6, 0.3], [0.5, 0.1], [0.0, 0.0]]))
+    gold = gold_logprobs(ids, lp, np.array([6, 9, 4, 4]))          # labels run one past the last position
+    assert gold[0] == pytest.approx(math.log(0.3))                  # the true token 6 is in a slot
+    assert gold[1] == pytest.approx(math.log(0.1))                  # 9 is not: bounded by the smallest slot
+    assert np.isnan(gold[2]) and len(gold) == 3                     # no slot: that candidate teaches nothing
+
+
+def _gold(c: Candidate, labels) -> Candidate:
+    from dataclasses import replace
+
+    from fusebench.fuse.functions import gold_logprobs
+
+    return replace(c, gold_lp=gold_logprobs(c.ids, c.logprobs, np.array(labels)))
+
+
+def test_oracle_picks_the_candidate_that_scores_the_target_tokens_best_where_mince_and_per_byte_do_not():
+    labels = [3, 4, 3]
+    # the target: a low per-token CE on its own tokens, but its top-1 guesses miss the truth in target space
+    own = _gold(_cand([[9, 3], [9, 4], [9, 3]], [[0.8, 0.2]] * 3, 1.0, n=3), labels)
+    # a coarse source that looks worse per token and per byte, yet after alignment puts 0.7 on every true token
+    src = _gold(_cand([[3, 9], [4, 9], [3, 9]], [[0.7, 0.3]] * 3, 3.0, n=2), labels)
+    assert fuse("mince", [own, src]).weights.tolist() == [1.0, 0.0]
+    assert fuse("mince_per_byte", [own, src], num_bytes=12).weights.tolist() == [1.0, 0.0]   # 3 < 6 nats
+    assert fuse("oracle", [own, src]).weights.tolist() == [0.0, 1.0]  # 3·(−log 0.7) = 1.07 < 3·(−log 0.2) = 4.83
+
+
+def test_oracle_compares_candidates_only_where_every_one_has_a_distribution():
+    labels = [1, 1, 1]
+    own = _gold(_cand([[1, 2]] * 3, [[0.5, 0.5]] * 3, 1.0, n=3), labels)
+    # the source has no slot at positions 1 and 2 (its tokens do not end there), and is better at position 0
+    src = _gold(_cand([[1, 2], [-1, -1], [-1, -1]], [[0.9, 0.1], [0.0, 0.0], [0.0, 0.0]], 1.0, n=1), labels)
+    assert fuse("oracle", [own, src]).weights.tolist() == [0.0, 1.0]  # not a win by covering less: position 0 only
+    worse = _gold(_cand([[1, 2], [-1, -1], [-1, -1]], [[0.4, 0.6], [0.0, 0.0], [0.0, 0.0]], 1.0, n=1), labels)
+    assert fuse("oracle", [own, worse]).weights.tolist() == [1.0, 0.0]
+
+
+def test_oracle_refuses_candidates_without_gold_log_probs_and_softening_keeps_them():
+    plain = [_cand([[1]], [[1.0]], 1.0, n=1), _cand([[2]], [[1.0]], 1.0, n=1)]
+    with pytest.raises(FusebenchError, match="oracle"):
+        fuse("oracle", plain)
+    scored = [_gold(_cand([[2, 1]], [[0.6, 0.4]], 1.0, n=1), [1]), _gold(_cand([[1, 2]], [[0.9, 0.1]], 2.0, n=1), [1])]
+    # scored on the model's own probabilities: temperature 5 flattens both toward 0.5 but does not change the pick
+    assert fuse("oracle", scored, temperature=5.0).weights.tolist() == [0.0, 1.0]
+
+
+def test_oracle_reads_real_stores_in_the_extractors_position_convention(tmp_path):
+    """On the smoke recipe's real stores: where the target's next token is in the top-k, the oracle's gold log-prob
+    is exactly the extractor's (so position j is scored on token j+1), elsewhere it is an upper bound; and the
+    oracle fusion picks one candidate per sequence through the training targets."""
+    from pathlib import Path
+
+    from fusebench.extract.store import DistributionStore
+    from fusebench.fuse.functions import gold_logprobs
+    from fusebench.fuse.targets import FusedTargets
+    from fusebench.pipeline.graph import GraphBuilder
+    from fusebench.pipeline.recipe import load_recipe
+    from fusebench.pipeline.runner import Runner
+
+    # top-10 (smoke uses 4): the store keeps an out-of-top-k gold log-prob in k spare bits, saturating at
+    # (2^k - 1)/16 nats, so only k = 10 (64 nats) holds the exact value to bound against
+    g = GraphBuilder(load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml",
+                                 ["models.fusellm.fusion.top_k=10"]))
+    g.model("fusellm")
+    runner = Runner(list(g.stages.values()), tmp_path)
+    done = {**runner.run("extract:"), **runner.run("align:")}
+    own_sid = next(s for s in done if s.startswith("extract:target@"))
+    own = DistributionStore.open(done[own_sid] / "store")
+    seqs = [own.sequence(i) for i in range(len(own))]
+    exact = bound = 0
+    for s in seqs:
+        gold = gold_logprobs(s.topk_ids, s.topk_logprobs, s.input_ids[1:])
+        hit = (s.topk_ids[:len(gold)] == s.input_ids[1:, None]).any(axis=1)
+        np.testing.assert_allclose(gold[hit], s.gold_logprobs[hit], atol=1e-5)
+        # (the store rounds an out-of-top-k gold to 1/16 nat: within half a step)
+        assert (gold[~hit] >= s.gold_logprobs[~hit] - (1 / 32 + 1e-3)).all()
+        exact, bound = exact + hit.sum(), bound + (~hit).sum()
+    assert exact > 0 and bound > 0
+    aligned = [done[s] for s in done if s.startswith("align:")]
+    targets = FusedTargets(done[own_sid], aligned, "oracle", [s.input_ids for s in seqs])
+    for i in range(len(seqs)):
+        ids, lps = targets(i)
+        assert ids.shape == lps.shape and ids.shape[0] == len(seqs[i].input_ids)
+    assert targets.chosen.sum() == len(seqs) and len(targets.chosen) == 1 + len(aligned)

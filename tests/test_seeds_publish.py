@@ -64,6 +64,18 @@ def test_two_seed_smoke_run_trains_twice_tabulates_paired_intervals_and_leaves_t
     manifest = json.loads((run_dir / "clm" / "seed-1" / "perplexity.manifest.json").read_text())
     assert manifest["training_seed"] == 1
     assert (run_dir / "target" / "perplexity.json").exists()         # shared: no seed folder
+    # beside the scores: how fusion chose (per model and seed), what alignment delivered, the knowledge available
+    choices = json.loads((run_dir / "fusion_choices.json").read_text())
+    assert set(choices) == {"kd", "fusellm"} and set(choices["fusellm"]) == {"seed-0", "seed-1"}
+    assert sum(choices["fusellm"]["seed-1"].values()) > 0 and "(own)" in choices["fusellm"]["seed-1"]
+    alignment = json.loads((run_dir / "alignment.json").read_text())
+    assert alignment and all(0 < a["quality"]["coverage"] <= 1 and 0 < a["quality"]["precision"] <= 1
+                             for a in alignment.values())
+    knowledge = json.loads((run_dir / "knowledge.json").read_text())   # every teacher: measured or named missing
+    run_models = json.loads((run_dir / "run.json").read_text())["models"]
+    assert (set(knowledge["gaps"]) | set(knowledge["not_evaluated"])
+            == {t for m in run_models.values() for t in m["teachers"]})
+    assert all("ppl_code" in per for per in knowledge["gaps"].values())
     table = (work / "reports" / f"run_{run_dir.name.replace('-', '_')}_perplexity.md").read_text()
     assert "Seeds: 0, 1 (2) for clm, fusellm, kd" in table
     lines = [line for line in table.splitlines() if line.startswith("| ppl_code")]

@@ -17,6 +17,9 @@ of candidates (by convention the target's own first) and return a `FusedTarget`:
   if that CE is strictly lower than the target's (pivot's) own, else the gold next token as a one-hot. The pivot's
   own top-k is never a target: a source teaches only where it models the sequence better, and elsewhere the fusion
   term reduces to the CLM loss. Needs the target's own candidate first (`fusion.include_own`, the default).
+- `oracle` (beyond the paper; a reference row, not a method a user would deploy): per sequence, the candidate whose
+  distribution *as the student receives it* (in the target's positions and ids) scores the target's actual next
+  tokens best. See `oracle` for the definition.
 
 The fusion temperature T is applied to each candidate *before* fusing (`soften`: softmax over its slots of
 log-prob / T), as the reference implementation does, and not to the student's logits: for AvgCE the mixture of
@@ -28,7 +31,7 @@ Outputs are log-probs over K slots (id -1 / log-prob -inf in empty slots); the f
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -47,6 +50,7 @@ class Candidate:
     ce: float              # mean nats per predicted token, on the model's own tokenization
     num_predicted: int | None = None  # how many tokens that mean is over (needed by per-byte variants)
     gold: np.ndarray | None = None  # [T] int64 next target token per position (-1 at the last); own store only
+    gold_lp: np.ndarray | None = None  # [T'] log-prob given to the target's next token (`gold_logprobs`; the oracle)
 
     @classmethod
     def of(cls, d: SequenceDistributions | AlignedDistributions) -> "Candidate":
@@ -149,8 +153,47 @@ def greater_gt_hard(candidates: Sequence[Candidate], num_bytes: int | None = Non
     return FusedTarget(ids, lp, weights)
 
 
+# --- the oracle: what the paper's per-sequence choice could at best be (issue 19) -------------------------------
+
+def gold_logprobs(ids: np.ndarray, logprobs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per target position j, the candidate's log-prob of the target's actual next token labels[j].
+
+    A token outside the candidate's top-k is given the smallest log-prob among its slots: the top-k are the model's
+    most likely tokens, so that is an upper bound on what it gave the true one (the same bound for every candidate).
+    A position with no slot (the source's tokens did not end there) is NaN: that candidate teaches nothing there."""
+    n = min(len(labels), ids.shape[0])
+    ids, lp, labels = np.asarray(ids[:n]), np.asarray(logprobs[:n], dtype=np.float64), np.asarray(labels[:n])
+    filled = np.isfinite(lp)
+    hit = (ids == labels[:, None]) & filled
+    floor = np.where(filled, lp, np.inf).min(axis=1)
+    gold = np.where(hit.any(axis=1), np.where(hit, lp, -np.inf).max(axis=1), floor)
+    return np.where(filled.any(axis=1), gold, np.nan)
+
+
+def oracle(candidates: Sequence[Candidate], num_bytes: int | None = None) -> FusedTarget:
+    """Per sequence, the candidate (the target's own and every source) with the lowest total nats on the target's
+    next tokens, counted over the positions where *every* candidate has a distribution (equal text, equal positions:
+    no candidate wins by covering less, none loses to a coarser tokenizer), each candidate's log-probs as extracted
+    (its model's probabilities, moved into target ids), a token outside its top-k charged at its smallest slot
+    (`gold_logprobs`).
+
+    Why this and not MinCE per byte: both use the sequence's own tokens (held-out text for every source: the mix
+    corpus is disjoint from the sources' training pools), but MinCE per byte judges each model on its own
+    tokenization, before alignment; the oracle judges what alignment delivered to the student, so it is the best
+    per-sequence choice of a teacher that the fusion loss can see. Ties (and a sequence no candidate fully covers
+    anywhere) go to the lowest index, the target's own first."""
+    _check(candidates)
+    if any(c.gold_lp is None for c in candidates):
+        raise FusebenchError("the oracle fusion needs each candidate's log-prob of the target's next tokens "
+                             "(Candidate.gold_lp, filled by fusebench.fuse.targets); use mince or mince_per_byte.")
+    n = min(len(c.gold_lp) for c in candidates)
+    gold = np.stack([np.asarray(c.gold_lp[:n], dtype=np.float64) for c in candidates])
+    common = np.isfinite(gold).all(axis=0)
+    return _pick(candidates, -gold[:, common].sum(axis=1))
+
+
 FUSION_FUNCTIONS: dict[str, FusionFn] = {"mince": mince, "avgce": avgce, "mince_per_byte": mince_per_byte,
-                                         "greater_gt_hard": greater_gt_hard}
+                                         "greater_gt_hard": greater_gt_hard, "oracle": oracle}
 DEFAULT_FUSION = "mince"
 
 
@@ -168,7 +211,7 @@ def soften(candidate: Candidate, temperature: float) -> Candidate:
     if temperature == 1.0:
         return candidate
     lp = _renormalise(np.asarray(candidate.logprobs, dtype=np.float64) / temperature).astype(np.float32)
-    return Candidate(candidate.ids, lp, candidate.ce, candidate.num_predicted, candidate.gold)
+    return replace(candidate, logprobs=lp)   # CE, counts and gold stay the model's own: selection is not softened
 
 
 def fuse(name: str, candidates: Sequence[Candidate], num_bytes: int | None = None,

@@ -8,6 +8,7 @@ A teacher whose tokens were cut short on sequence i (aligned CE = inf) is left o
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import numpy as np
 from fusebench.align.corpus import AlignedStore
 from fusebench.errors import FusebenchError
 from fusebench.extract.store import DistributionStore
-from fusebench.fuse.functions import Candidate, get_fusion_function, soften
+from fusebench.fuse.functions import Candidate, get_fusion_function, gold_logprobs, soften
 
 
 class FusedTargets:
@@ -56,6 +57,8 @@ class FusedTargets:
                 present.append(j)
         if not candidates:  # every teacher was cut short on this sequence: fall back to the target's own
             candidates, present = [Candidate.of(own)], [0]
+        labels = seq[1:]   # what each candidate is scored on by the oracle (gold log-probs, before softening)
+        candidates = [replace(c, gold_lp=gold_logprobs(c.ids, c.logprobs, labels)) for c in candidates]
         fused = self.fuse([soften(c, self.temperature) for c in candidates],
                           self.num_bytes[i] if self.num_bytes else None)
         self.chosen[present] += fused.weights

@@ -226,7 +226,31 @@ def publish_results(recipe, runner: Runner, done: dict[str, Path], results: Path
                                                   "seed_dependent": sorted(seed_dependent(recipe)) if recipe.seeds
                                                   else [],
                                                   "stages": {s: runner.stages[s].key for s in evals}}, indent=2))
+    for name, record in _training_records(done).items():  # how fusion chose, and what alignment delivered
+        (staging / name).write_text(json.dumps(record, indent=2, sort_keys=True))
+    from fusebench.report.knowledge import write_knowledge
+
+    write_knowledge(staging, roles, target)     # each source's / teacher's gap to the target, printed and kept
     seal(staging)  # exactly these files, checked before anything reads them (fusebench/checksums.py)
     staging.rename(run_dir)  # appears whole or not at all
     log.info("results published to %s", run_dir)
     return run_dir
+
+
+def _training_records(done: dict[str, Path]) -> dict[str, dict]:
+    """What the published results need beside the scores to be read: `fusion_choices.json` (per fused / KD model and
+    seed, how often each candidate was chosen: MinCE's picks, AvgCE's summed weights) and `alignment.json` (per
+    align stage, the aligned store's coverage and precision and how many sequences a source was cut short on)."""
+    choices: dict[str, dict] = {}
+    alignment: dict[str, dict] = {}
+    for sid, path in sorted(done.items()):
+        kind, _, rest = sid.partition(":")
+        if kind == "model" and (path / "fusion_choices.json").exists():
+            name, _, seed = rest.partition(".s")     # model:<name>[.s<seed>] (graph.py)
+            choices.setdefault(name, {})[f"seed-{seed}" if seed else "shared"] = \
+                json.loads((path / "fusion_choices.json").read_text())
+        elif kind == "align" and (path / "store" / "meta.json").exists():
+            meta = json.loads((path / "store" / "meta.json").read_text())
+            alignment[rest] = {"quality": meta.get("quality"), "truncated_sources": meta.get("truncated_sources"),
+                               "aligner": meta.get("aligner")}
+    return {n: r for n, r in (("fusion_choices.json", choices), ("alignment.json", alignment)) if r}

@@ -50,6 +50,8 @@ class CorpusSpec(Strict):
     test_split: str = "test"
     train_chars: int = Field(2_000_000, gt=0)
     test_chars: int = Field(200_000, gt=0)
+    # tiny_world: score each held-out document in passages of at most this many characters (data/corpora.py)
+    test_passage_chars: int | None = Field(None, gt=0)
     seed: Seed = 0
 
     @model_validator(mode="after")

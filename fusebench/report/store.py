@@ -204,6 +204,10 @@ class ResultsStore:
                     rows += found
         return rows
 
+    def run_frame(self, run_dir: Path) -> pd.DataFrame:
+        """One reproduced run's rows (also a run still being staged under another name)."""
+        return pd.DataFrame(self._reproduced_rows(Path(run_dir)), columns=COLUMNS)
+
     def frame(self) -> pd.DataFrame:
         """Every stored number, one row each, in the columns of `COLUMNS`."""
         rows: list[dict] = []

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from fusebench.checksums import seal
+
 from fusebench.cli import main
 from fusebench.report.knowledge import captured_share, write_knowledge
 
@@ -67,7 +69,7 @@ def _cells(path: Path) -> dict[tuple[str, str], str]:
 
 
 def test_report_shows_the_knowledge_each_method_captured_per_domain(tmp_path):
-    _write_run(tmp_path / "results")
+    seal(_write_run(tmp_path / "results"))   # as `fusebench run` seals what it publishes (fusebench/checksums.py)
     assert main(["report", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "out"),
                  "--format", "md"]) == 0
     path = tmp_path / "out" / "knowledge_toy_0123abcd.md"

@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from fusebench.launch import die_with_launcher
+
+    die_with_launcher()  # under accelerate launch / torchrun: a worker must not outlive its launcher
     args = build_parser().parse_args(argv)
     module_name, func_name = COMMANDS[args.command].split(":")
     try:

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 
 from fusebench.errors import FusebenchError
+from fusebench.launch import describe as describe_launch
+from fusebench.launch import log_launch
 from fusebench.pipeline.graph import build_stages
 from fusebench.pipeline.recipe import load_recipe
 from fusebench.pipeline.runner import Runner
@@ -73,6 +75,7 @@ def run(args) -> int:
     recipe, workdir, runner = _prepare(args)
     log_path = _setup_logging(workdir)
     log.info("recipe %s -> %s (log: %s)", recipe.name, workdir, log_path)
+    log_launch(describe_launch())
     start = time.time()
     done = runner.run(args.only)
     if int(os.environ.get("RANK", "0")) != 0:  # under a launch the main process publishes; others would race it

@@ -61,6 +61,8 @@ def _setup_logging(workdir: Path) -> Path:
 def plan(args) -> int:
     recipe, workdir, runner = _prepare(args)
     print(f"recipe {recipe.name}: {len(runner.order)} stages, workdir {workdir}")
+    if recipe.train:
+        print(train_override_line(recipe))
     for sid, status, path in runner.plan():
         inputs = ", ".join(runner.stages[sid].inputs) or "-"
         print(f"  {'✓' if status == 'cached' else '·'} {sid:<60} {status:<10} <- {inputs}")
@@ -71,11 +73,20 @@ def plan(args) -> int:
     return 0
 
 
+def train_override_line(recipe) -> str:
+    """What a top-level `train.*` (e.g. `train.lr=2e-5` on the command line) changed: every trained model."""
+    trained = [name for name, m in recipe.models.items() if m.train is not None]
+    values = ", ".join(f"{k}={v}" for k, v in recipe.train.items())
+    return f"train.* set for every trained model ({', '.join(trained) or 'none'}): {values}"
+
+
 def run(args) -> int:
     recipe, workdir, runner = _prepare(args)
     log_path = _setup_logging(workdir)
     log.info("recipe %s -> %s (log: %s)", recipe.name, workdir, log_path)
     log_launch(describe_launch())
+    if recipe.train:
+        log.info(train_override_line(recipe))
     start = time.time()
     done = runner.run(args.only)
     if int(os.environ.get("RANK", "0")) != 0:  # under a launch the main process publishes; others would race it

@@ -17,6 +17,7 @@ Cost model (the usual transformer approximations; attention's extra FLOPs at 204
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 from fusebench.pipeline.recipe import ModelSpec, Recipe
@@ -256,8 +257,8 @@ def describe_plan(recipe: Recipe) -> list[str]:
     for sid, stage in stages.items():
         if stage.kind in ("extract", "align"):
             costs.append(_store_cost(recipe, stages, size, stage))
-        elif stage.kind == "model" and recipe.models[sid.split(":", 1)[1]].train:
-            costs.append(_train_cost(recipe, size, sid.split(":", 1)[1]))
+        elif stage.kind == "model" and recipe.models[_model_name(sid)].train:
+            costs.append(_train_cost(recipe, size, _model_name(sid)))  # once per seed: `model:clm.s1` trains too
     lines += [c.line for c in costs]
     flops = {kind: sum(c.flops for c in costs if c.kind == kind) for kind in MFU}
     hours = {g: sum(f / (p * 1e12 * MFU[kind]) / 3600 for kind, f in flops.items()) for g, p in PEAK_TFLOPS.items()}
@@ -269,6 +270,11 @@ def describe_plan(recipe: Recipe) -> list[str]:
     if unknown:
         lines.append(f"  not estimated (parameter count unknown offline): {', '.join(unknown)}")
     return lines
+
+
+def _model_name(sid: str) -> str:
+    """The recipe's model name of a model stage id (`model:clm`, or `model:clm.s1` for seed 1 of `seeds:`)."""
+    return re.sub(r"\.s\d+$", "", sid.split(":", 1)[1])
 
 
 def _input(stage, prefix: str) -> str:

@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="print the stage graph: what is cached and what would run (downloads nothing)")
     _recipe_args(p)
+    p.add_argument("--accelerate-config", default=None, metavar="FILE",
+                   help="also check the accelerate config a launch will use (e.g. DeepSpeed installed for it)")
 
     p = sub.add_parser("align", help="align two tokenizations of one text and print the path and its cost")
     p.add_argument("--source", required=True, help="source tokenizer: a local directory or hub id")

@@ -122,3 +122,43 @@ def log_launch(launch: Launch) -> None:
                     "process when it finds no GPUs (`--num_processes N` alone) and always with `--cpu`; for N "
                     "processes on CPU pass `--multi_gpu --num_processes N` (gloo) or a config such as "
                     "configs/accelerate/ddp.yaml, without `--cpu`.", launch.requested, launch.world, launch.world)
+
+
+DEEPSPEED_INSTALL = "bash install.sh --deepspeed"
+
+
+def check_accelerate_config(path: str | Path) -> str:
+    """Preflight of an accelerate config before a launch: the backend it names must import here. Returns its
+    distributed type; a missing DeepSpeed is an error naming the file, the key and the install command."""
+    import yaml
+
+    from fusebench.errors import FusebenchError
+
+    path = Path(path)
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise FusebenchError(f"accelerate config {path} cannot be read ({err}). Give one of configs/accelerate/*.yaml "
+                             "or a file written by `accelerate config`.") from None
+    dtype = str(config.get("distributed_type", "NO")) if isinstance(config, dict) else "NO"
+    if dtype == "DEEPSPEED":
+        require_deepspeed(f"accelerate config {path} sets distributed_type: DEEPSPEED")
+    return dtype
+
+
+def require_deepspeed(why: str) -> None:
+    from fusebench.errors import FusebenchError
+
+    try:
+        import deepspeed  # noqa: F401  (imported only when a config asks for it: heavy, optional)
+    except ImportError as err:
+        raise FusebenchError(f"{why}, but DeepSpeed cannot be imported here ({err}). It is an optional extra: "
+                             f"install it with `{DEEPSPEED_INSTALL}` (CPU builds compile no ops ahead of time; on "
+                             "GPU nodes `pip install -e \".[gpu]\"` also works), or launch with "
+                             "configs/accelerate/ddp.yaml or fsdp.yaml instead.") from None
+
+
+def preflight_backend() -> None:
+    """Under a launch whose config asked for DeepSpeed, fail at start (exit 2) rather than at the first training."""
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        require_deepspeed("this launch uses DeepSpeed (ACCELERATE_USE_DEEPSPEED=true)")

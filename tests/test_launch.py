@@ -100,3 +100,43 @@ def test_a_plain_process_logs_its_launch_and_warns_about_nothing(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "launch: plain process, world size 1 (this is rank 0), backend none, distributed type none" in proc.stderr
     assert "WARNING" not in proc.stderr
+
+
+def _without_deepspeed(tmp_path: Path) -> dict[str, str]:
+    """The environment of a machine after a plain install.sh: `import deepspeed` fails (a package on PYTHONPATH that
+    raises what a missing one raises; CI installs DeepSpeed for the rehearsal, so it cannot just be absent)."""
+    shadow = tmp_path / "no_deepspeed" / "deepspeed"
+    shadow.mkdir(parents=True, exist_ok=True)
+    (shadow / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'deepspeed'\")\n")
+    return {**_env(), "PYTHONPATH": os.pathsep.join([str(shadow.parent), str(ROOT)])}
+
+
+def test_plan_checks_a_deepspeed_config_and_names_the_install_command(tmp_path):
+    config = ROOT / "configs" / "accelerate" / "deepspeed_zero2.yaml"
+    proc = subprocess.run([sys.executable, "-m", "fusebench.cli", "plan", str(SMOKE), "--accelerate-config",
+                           str(config), "--workdir", str(tmp_path / "w")], env=_without_deepspeed(tmp_path),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert f"accelerate config {config} sets distributed_type: DEEPSPEED" in proc.stderr
+    assert "bash install.sh --deepspeed" in proc.stderr
+    ddp = subprocess.run([sys.executable, "-m", "fusebench.cli", "plan", str(SMOKE), "--accelerate-config",
+                          str(ROOT / "configs" / "accelerate" / "ddp.yaml"), "--workdir", str(tmp_path / "w")],
+                         env=_without_deepspeed(tmp_path), capture_output=True, text=True, timeout=120)
+    assert ddp.returncode == 0 and "ddp.yaml: MULTI_GPU" in ddp.stdout, ddp.stderr[-2000:]
+
+
+def test_a_deepspeed_launch_without_deepspeed_stops_at_start_with_the_install_command(tmp_path):
+    """What each worker sees under the DeepSpeed config (accelerate sets ACCELERATE_USE_DEEPSPEED for it)."""
+    env = {**_without_deepspeed(tmp_path), "ACCELERATE_USE_DEEPSPEED": "true"}
+    proc = subprocess.run([sys.executable, "-m", "fusebench.cli", "run", str(SMOKE), "--only", "corpus:general",
+                           "--workdir", str(tmp_path / "w")], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "bash install.sh --deepspeed" in proc.stderr
+    assert not list((tmp_path / "w").glob("cache/corpus/*"))  # nothing ran
+
+
+def test_install_sh_offers_deepspeed_and_refuses_unknown_options():
+    proc = subprocess.run(["bash", str(ROOT / "install.sh"), "--deepspeeed"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2 and "--deepspeed" in proc.stderr, proc.stderr

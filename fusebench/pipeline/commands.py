@@ -21,7 +21,7 @@ from pathlib import Path
 
 from fusebench.errors import FusebenchError
 from fusebench.launch import describe as describe_launch
-from fusebench.launch import log_launch
+from fusebench.launch import log_launch, preflight_backend
 from fusebench.pipeline.graph import build_stages
 from fusebench.pipeline.recipe import load_recipe
 from fusebench.pipeline.runner import Runner
@@ -60,6 +60,11 @@ def _setup_logging(workdir: Path) -> Path:
 
 def plan(args) -> int:
     recipe, workdir, runner = _prepare(args)
+    if getattr(args, "accelerate_config", None):  # before the launch: the backend it names must be installed
+        from fusebench.launch import check_accelerate_config
+
+        print(f"accelerate config {args.accelerate_config}: {check_accelerate_config(args.accelerate_config)}, "
+              "its backend imports here")
     print(f"recipe {recipe.name}: {len(runner.order)} stages, workdir {workdir}")
     if recipe.train:
         print(train_override_line(recipe))
@@ -84,6 +89,7 @@ def run(args) -> int:
     recipe, workdir, runner = _prepare(args)
     log_path = _setup_logging(workdir)
     log.info("recipe %s -> %s (log: %s)", recipe.name, workdir, log_path)
+    preflight_backend()
     log_launch(describe_launch())
     if recipe.train:
         log.info(train_override_line(recipe))

@@ -23,7 +23,7 @@ CODE = {
     "corpus": ("fusebench.data.corpora", "fusebench.data.packages"),
     "tokenizer": ("fusebench.models.tokenizers",),
     "chunks": ("fusebench.train.data",),
-    "model": ("fusebench.models.build", "fusebench.train.loop", "fusebench.train.data"),
+    "model": ("fusebench.models.build", "fusebench.train.loop", "fusebench.train.data", "fusebench.train.load"),
     "model+teachers": ("fusebench.fuse.loss", "fusebench.fuse.functions", "fusebench.fuse.targets"),
     "extract": ("fusebench.extract.extract", "fusebench.extract.store", "fusebench.train.data"),
     "vocabmap": ("fusebench.align.vocab_map",),

@@ -113,12 +113,10 @@ def trained_model(name: str, spec: ModelSpec, chunks_id: str, init_id: str | Non
 
         torch.manual_seed(spec.train.seed)
         if init_id is not None:
-            from transformers import AutoModelForCausalLM
+            from fusebench.train.load import load_init_model
 
             base = Model(ctx.input(init_id))
-            # fp32 master weights whatever the checkpoint's dtype (Llama-2 ships fp16); bf16 is autocast's job
-            model = AutoModelForCausalLM.from_pretrained(base.location, dtype=torch.float32,
-                                                         trust_remote_code=base.trust_remote_code)
+            model = load_init_model(base.location, base.trust_remote_code)  # fp32; once per node under FSDP
             tok = base.tokenizer()
         else:
             from fusebench.models.build import ModelSize, build_model

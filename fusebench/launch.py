@@ -33,9 +33,20 @@ def under_launcher() -> bool:
     return "LOCAL_RANK" in os.environ or any(k.startswith("ACCELERATE_") for k in os.environ)
 
 
+def _looks_like_launcher(pid: int) -> bool:
+    """Whether `pid` runs a launcher (python, accelerate, torchrun, deepspeed) rather than an init or a reaper."""
+    try:
+        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return False
+    name = Path(argv0).name
+    return name.startswith("python") or name in ("accelerate", "torchrun", "deepspeed")
+
+
 def die_with_launcher() -> None:
-    """Under a launcher: SIGKILL this process when the launcher dies; exit at once if it already has."""
-    if not under_launcher() or not sys.platform.startswith("linux"):
+    """A worker of torch elastic (accelerate launch, torchrun): SIGKILL this process when the launcher dies, and
+    exit at once if it already has. Plain runs (a nohup'ed `fusebench run`) are left alone."""
+    if not ("LOCAL_RANK" in os.environ or "TORCHELASTIC_RUN_ID" in os.environ) or not sys.platform.startswith("linux"):
         return
     launcher = os.getppid()
     libc = ctypes.CDLL(None, use_errno=True)
@@ -43,8 +54,9 @@ def die_with_launcher() -> None:
         log.warning("cannot ask to die with the launcher (prctl: %s)", os.strerror(ctypes.get_errno()))
         return
     # The launcher may have died between forking us and the prctl above: then the kernel already handed us to a
-    # reaper and no signal will come. A reaper is init (PID 1) unless a subreaper was set, which launchers do not.
-    if launcher == 1 or os.getppid() != launcher:
+    # reaper (init, or a container's tini) and no signal will come. A launcher can itself be PID 1 in a container,
+    # so PID 1 is only taken for a reaper when it does not run a launcher.
+    if os.getppid() != launcher or (launcher == 1 and not _looks_like_launcher(1)):
         print("fusebench: the launcher that started this process has exited; stopping.", file=sys.stderr)
         os._exit(1)
 

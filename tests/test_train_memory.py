@@ -72,3 +72,18 @@ def test_ddp_ranks_hold_one_fp32_copy_each_while_loading_and_training(fp16_model
         # moments, gradients, DDP's gradient buckets); a second copy of the weights would add 1x or more
         assert not r["meta"] and load < 1.7 * fp32
         assert total < 7.0 * fp32
+
+
+def test_an_fsdp_config_on_cpu_loads_real_weights_on_every_rank(monkeypatch):
+    """accelerate runs an FSDP config as DDP on CPU (the rehearsal's FSDP leg): no rank may get meta weights there."""
+    import torch
+
+    from fusebench.train.load import placement
+
+    for key, value in {"ACCELERATE_USE_FSDP": "true", "FSDP_CPU_RAM_EFFICIENT_LOADING": "true", "WORLD_SIZE": "2",
+                       "RANK": "1", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(key, value)
+    if torch.cuda.is_available():
+        pytest.skip("on GPUs the FSDP config is honoured")
+    assert placement() == (None, "host memory (CPU)")
+    assert placement(fsdp=True)[0] == "meta"  # what a GPU launch's rank 1 does

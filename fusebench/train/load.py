@@ -2,7 +2,7 @@
 
 The loop trains fp32 master weights (fusebench.train.loop), so a 7B init is 28 GB in fp32. Loaded naively on every
 process of an 8-GPU launch, that is 8 copies in host RAM before accelerate moves or shards them. Here:
-- FSDP with `fsdp_cpu_ram_efficient_loading: true` (configs/accelerate/fsdp.yaml): only rank 0 reads the weights;
+- FSDP on GPUs with `fsdp_cpu_ram_efficient_loading: true` (configs/accelerate/fsdp.yaml): only rank 0 reads them;
   the other ranks build the model with its parameters on the meta device (buffers such as rotary frequencies are
   computed for real: FSDP does not broadcast them), and accelerate broadcasts rank 0's weights when it shards
   (`fsdp2_load_full_state_dict` reads rank 0's values alone). transformers 5 no longer does this itself;
@@ -25,10 +25,16 @@ def _flag(name: str) -> bool:
     return os.environ.get(name, "false").lower() in ("true", "1")
 
 
-def placement() -> tuple[dict | str | None, str]:
-    """(device_map for from_pretrained, or "meta"; what it means in words) for this process of this launch."""
+def placement(fsdp: bool | None = None) -> tuple[dict | str | None, str]:
+    """(device_map for from_pretrained, or "meta"; what it means in words) for this process of this launch.
+
+    `fsdp`: whether accelerate will shard the model with FSDP. By default: its config asks (ACCELERATE_USE_FSDP)
+    and there are GPUs, as accelerate itself decides: on CPU it runs an FSDP config as DDP, where every rank needs
+    real weights (the rehearsal's FSDP leg)."""
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
-    if _flag("ACCELERATE_USE_FSDP") and world > 1:
+    if fsdp is None:
+        fsdp = _flag("ACCELERATE_USE_FSDP") and world > 1 and torch.cuda.is_available()
+    if fsdp:
         if not _flag("FSDP_CPU_RAM_EFFICIENT_LOADING"):
             return None, "host memory on every process (FSDP without fsdp_cpu_ram_efficient_loading)"
         if rank == 0:
@@ -40,11 +46,11 @@ def placement() -> tuple[dict | str | None, str]:
     return None, "host memory (CPU)"
 
 
-def load_init_model(location: str, trust_remote_code: bool):
-    """The causal LM at `location` in fp32, placed as `placement()` says."""
+def load_init_model(location: str, trust_remote_code: bool, fsdp: bool | None = None):
+    """The causal LM at `location` in fp32, placed as `placement(fsdp)` says."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    device_map, where = placement()
+    device_map, where = placement(fsdp)
     log.info("loading %s for training in fp32 onto %s", location, where)
     if device_map == "meta":
         from accelerate import init_empty_weights

@@ -9,6 +9,7 @@ Writes OUT_DIR/rank<r>.json: ru_maxrss (bytes) after imports and the process gro
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 from pathlib import Path
@@ -40,8 +41,10 @@ def main(model_dir: str, out: str, steps: int) -> None:
     state = PartialState(cpu=True)
     _warm_up()
     record = {"rank": state.process_index, "world": state.num_processes, "baseline": peak()}
-    model = load_init_model(model_dir, trust_remote_code=False)
-    record.update(loaded=peak(), placement=placement()[1],
+    # FSDP's loading measured as a GPU launch does it (on CPU accelerate would run the FSDP config as DDP)
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP") == "true"
+    model = load_init_model(model_dir, trust_remote_code=False, fsdp=fsdp)
+    record.update(loaded=peak(), placement=placement(fsdp)[1],
                   meta=any(p.is_meta for p in model.parameters()),
                   param_bytes=sum(p.numel() * p.element_size() for p in model.parameters()))
     if steps:

@@ -28,11 +28,6 @@ log = logging.getLogger("fusebench")
 _PR_SET_PDEATHSIG = 1
 
 
-def under_launcher() -> bool:
-    """Started by torchrun / `accelerate launch` (any launcher that sets LOCAL_RANK or accelerate's variables)."""
-    return "LOCAL_RANK" in os.environ or any(k.startswith("ACCELERATE_") for k in os.environ)
-
-
 def _looks_like_launcher(pid: int) -> bool:
     """Whether `pid` runs a launcher (python, accelerate, torchrun, deepspeed) rather than an init or a reaper."""
     try:

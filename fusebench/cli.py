@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="print the stage graph: what is cached and what would run (downloads nothing)")
     _recipe_args(p)
+    p.add_argument("--accelerate-config", default=None, metavar="FILE",
+                   help="also check the accelerate config a launch will use (e.g. DeepSpeed installed for it)")
 
     p = sub.add_parser("align", help="align two tokenizations of one text and print the path and its cost")
     p.add_argument("--source", required=True, help="source tokenizer: a local directory or hub id")
@@ -122,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from fusebench.launch import die_with_launcher
+
+    die_with_launcher()  # under accelerate launch / torchrun: a worker must not outlive its launcher
     args = build_parser().parse_args(argv)
     module_name, func_name = COMMANDS[args.command].split(":")
     try:

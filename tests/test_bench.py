@@ -2,12 +2,18 @@
 to the benchmark, not to a unit test); sizes and correctness are asserted."""
 
 import json
+import subprocess
+import sys
 
-from fusebench.bench import TARGETS, run_all
+from fusebench.bench import TARGETS
 
 
 def test_bench_quick_reports_every_figure_with_equal_dtw_cost_and_a_compact_store():
-    results = run_all(quick=True)
+    # README's `fusebench bench --json`, at the quick size (tests/test_docs_commands.py leaves it to this test)
+    proc = subprocess.run([sys.executable, "-m", "fusebench.cli", "bench", "--json", "--quick"], capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout)
     for key in TARGETS:
         assert isinstance(results[key], float) and results[key] > 0, key
         assert results["targets"][key]["value"] == results[key]

@@ -87,3 +87,32 @@ def test_bad_arguments_are_explained():
         fusion_loss(logits, torch.zeros(1, 3, 1, dtype=torch.long), torch.zeros(1, 3, 1), torch.ones(1, 3))
     with pytest.raises(FusebenchError, match="λ"):
         combined_loss(torch.tensor(1.0), torch.tensor(1.0), 1.5)
+
+
+def test_clm_and_fusion_in_one_pass_equal_the_two_terms_built_apart():
+    """The training step's fused kernel (one logsumexp, one gradient buffer) against cross_entropy + fusion_loss."""
+    from fusebench.fuse.loss import clm_and_fusion_terms, fusion_loss
+
+    torch.manual_seed(0)
+    b, t, v, k = 3, 17, 101, 4
+    logits = torch.randn(b, t, v, dtype=torch.float64, requires_grad=True)
+    ids = torch.randint(0, v, (b, t))
+    mask = torch.ones(b, t)
+    mask[1, 12:] = 0                                            # right padding
+    t_ids = torch.randint(0, v, (b, t, k))
+    t_lp = torch.log_softmax(torch.randn(b, t, k, dtype=torch.float64), -1)
+    t_lp[0, 3] = -float("inf")                                  # a position without teacher slots
+    t_ids[2, 5, 1] = -1                                         # a padding slot
+    t_lp[2, 5, 1] = -float("inf")
+    pred = torch.nn.functional.pad(mask[:, 1:] * mask[:, :-1], (0, 1))
+    next_ids = torch.nn.functional.pad(ids[:, 1:], (0, 1))
+    clm, fus = clm_and_fusion_terms(logits, next_ids, pred, t_ids, t_lp, pred)
+    ref_clm = torch.nn.functional.cross_entropy(logits.transpose(1, 2), next_ids, reduction="none") * pred
+    ref_fus = fusion_loss(logits, t_ids, t_lp, pred, reduction="none")
+    torch.testing.assert_close(clm, ref_clm)
+    torch.testing.assert_close(fus, ref_fus)
+    grad = torch.autograd.grad(0.9 * clm.sum() + 0.1 * fus.sum(), logits)[0]
+    ref = torch.autograd.grad(0.9 * ref_clm.sum() + 0.1 * ref_fus.sum(), logits)[0]
+    torch.testing.assert_close(grad, ref)
+    assert torch.autograd.gradcheck(
+        lambda z: sum(x.sum() for x in clm_and_fusion_terms(z, next_ids, pred, t_ids, t_lp, pred)), (logits,))

@@ -133,9 +133,11 @@ def distributions_of_batch(model, seqs: list[list[int]], top_k: int) -> list[Seq
             top_v[lo:lo + rows], top_i[lo:lo + rows] = v - lse, i
             gold[lo:lo + rows] = (x.gather(-1, nxt[lo:lo + rows]) - lse)[:, 0]
         # deterministic order among exactly equal values: ascending id, then a stable sort by descending value
-        top_i, by_id = top_i.sort(dim=-1)
-        top_v, by_val = top_v.gather(-1, by_id).sort(dim=-1, descending=True, stable=True)
-        top_i = top_i.gather(-1, by_val)
+        # (topk already sorts by value, so only a batch with a tie needs it)
+        if bool((top_v[:, 1:] == top_v[:, :-1]).any()):
+            top_i, by_id = top_i.sort(dim=-1)
+            top_v, by_val = top_v.gather(-1, by_id).sort(dim=-1, descending=True, stable=True)
+            top_i = top_i.gather(-1, by_val)
         top_v = top_v.reshape(b, length, top_k).cpu().numpy()
         top_i = top_i.reshape(b, length, top_k).cpu().numpy()
         gold = gold.reshape(b, length).cpu().numpy()

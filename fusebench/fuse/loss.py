@@ -70,6 +70,64 @@ class _SparseCrossEntropy(torch.autograd.Function):
         return grad, None, None, None
 
 
+def _logsumexp_rows(x: torch.Tensor) -> torch.Tensor:
+    """logsumexp over the last dim as max + log(sum(exp(x - max))): on CPU ~3x faster than torch.logsumexp."""
+    top = x.amax(dim=-1, keepdim=True)
+    return (top + torch.sub(x, top).exp_().sum(dim=-1, keepdim=True).log_())[..., 0]
+
+
+class _ClmAndSparseCrossEntropy(torch.autograd.Function):
+    """Both terms of a training step from one logsumexp and one gradient buffer (student temperature 1):
+    clm = (lse(z) - z[gold]) * clm_mask and fusion = lse(z) * has_weight - sum_k w_k z[id_k], per position.
+
+    Built separately, the CLM cross-entropy and the fusion term would each take a pass over [B, T, V] forward and
+    backward, and autograd would add their two [B, T, V] gradients; here the gradient
+    softmax(z) * (g_clm * clm_mask + g_fus * has_weight) - scatter(g_clm at gold) - scatter(g_fus * w) is written once."""
+
+    @staticmethod
+    def forward(ctx, logits, gold, clm_mask, ids, weights):
+        acc = torch.promote_types(logits.dtype, torch.float32)
+        lse = torch.empty(logits.shape[:2], dtype=acc, device=logits.device)
+        for bi, pos in _row_chunks(logits):
+            lse[bi, pos] = _logsumexp_rows(logits[bi, pos].to(acc))
+        weights, clm_mask = weights.to(acc), clm_mask.to(acc)
+        has_weight = weights.sum(dim=2)
+        clm = (lse - logits.gather(2, gold.unsqueeze(-1))[..., 0].to(acc)) * clm_mask
+        fusion = lse * has_weight - (weights * logits.gather(2, ids).to(acc)).sum(dim=2)
+        ctx.save_for_backward(logits, gold, clm_mask, ids, weights, lse, has_weight)
+        return clm, fusion
+
+    @staticmethod
+    def backward(ctx, g_clm, g_fus):
+        logits, gold, clm_mask, ids, weights, lse, has_weight = ctx.saved_tensors
+        g_clm, g_fus = g_clm.to(lse.dtype) * clm_mask, g_fus.to(lse.dtype)
+        coef = g_clm + g_fus * has_weight
+        grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+        for bi, pos in _row_chunks(logits):
+            g = torch.sub(logits[bi, pos].to(lse.dtype), lse[bi, pos, None]).exp_()
+            g.mul_(coef[bi, pos, None])
+            g.scatter_add_(1, gold[bi, pos, None], -g_clm[bi, pos, None])
+            g.scatter_add_(1, ids[bi, pos], -(weights[bi, pos] * g_fus[bi, pos, None]))
+            grad[bi, pos] = g
+        return grad, None, None, None, None
+
+
+def clm_and_fusion_terms(student_logits: torch.Tensor, next_ids: torch.Tensor, clm_mask: torch.Tensor,
+                         target_ids: torch.Tensor, target_logprobs: torch.Tensor,
+                         mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-position CLM cross-entropy (next_ids [B, T] on clm_mask) and fusion cross-entropy (as `fusion_loss`,
+    reduction "none", temperature 1) of the same logits [B, T, V], computed together: what a fusion training step
+    costs over a CLM step is then the top-k gather, not a second pass over the vocabulary (bench/bench_core.py)."""
+    b, t, vocab = student_logits.shape
+    if target_ids.shape[:2] != (b, t) or next_ids.shape != (b, t) or mask.shape != (b, t):
+        raise FusebenchError(f"fusion targets {tuple(target_ids.shape)}, next ids {tuple(next_ids.shape)} and mask "
+                             f"{tuple(mask.shape)} do not match the student's logits {tuple(student_logits.shape)}.")
+    p, has_slot = teacher_probs(target_logprobs)
+    weights = p * (has_slot & mask.bool()).unsqueeze(-1)
+    ids = target_ids.long().clamp(0, vocab - 1)  # -1 padding slots carry weight 0
+    return _ClmAndSparseCrossEntropy.apply(student_logits, next_ids.long(), clm_mask, ids, weights)
+
+
 def fusion_loss(student_logits: torch.Tensor, target_ids: torch.Tensor, target_logprobs: torch.Tensor,
                 mask: torch.Tensor, temperature: float = 1.0, reduction: str = "mean") -> torch.Tensor:
     """Cross-entropy of student_logits [B, T, V] against sparse targets ids/log-probs [B, T, K] on mask [B, T].

@@ -42,7 +42,8 @@ class Model:
     @property
     def trust_remote_code(self) -> bool:
         """Only a pretrained model whose recipe entry says so runs code from its repository."""
-        for record in ("pointer.json", "converted_from.json"):  # a pointer, or a .bin model converted here
+        # a pointer, a .bin model converted here, or a model trained here from one of those
+        for record in ("pointer.json", "converted_from.json", "trained_from.json"):
             if (self.path / record).exists():
                 return bool(json.loads((self.path / record).read_text()).get("trust_remote_code"))
         return False
@@ -50,7 +51,7 @@ class Model:
     def tokenizer(self):
         from fusebench.models.tokenizers import load_tokenizer
 
-        return load_tokenizer(self.location)
+        return load_tokenizer(self.location, trust_remote_code=self.trust_remote_code)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from fusebench.checksums import SEAL, seal
 from fusebench.errors import FusebenchError
+from fusebench.launch import describe as describe_launch
+from fusebench.launch import log_launch, preflight_backend
 from fusebench.pipeline.graph import build_stages
 from fusebench.pipeline.recipe import load_recipe
 from fusebench.pipeline.runner import Runner
@@ -109,7 +111,14 @@ def _quiet_libraries(file_handler: logging.Handler) -> None:
 
 def plan(args) -> int:
     recipe, workdir, runner = _prepare(args)
+    if getattr(args, "accelerate_config", None):  # before the launch: the backend it names must be installed
+        from fusebench.launch import check_accelerate_config
+
+        print(f"accelerate config {args.accelerate_config}: {check_accelerate_config(args.accelerate_config)}, "
+              "its backend imports here")
     print(f"recipe {recipe.name}: {len(runner.order)} stages, workdir {workdir}")
+    if recipe.train:
+        print(train_override_line(recipe))
     for sid, status, path in runner.plan():
         inputs = ", ".join(runner.stages[sid].inputs) or "-"
         print(f"  {'✓' if status == 'cached' else '·'} {sid:<60} {status:<10} <- {inputs}")
@@ -124,6 +133,13 @@ def plan(args) -> int:
     return 0
 
 
+def train_override_line(recipe) -> str:
+    """What a top-level `train.*` (e.g. `train.lr=2e-5` on the command line) changed: every trained model."""
+    trained = [name for name, m in recipe.models.items() if m.train is not None]
+    values = ", ".join(f"{k}={v}" for k, v in recipe.train.items())
+    return f"train.* set for every trained model ({', '.join(trained) or 'none'}): {values}"
+
+
 def run(args) -> int:
     recipe, workdir, runner = _prepare(args)
     if any(status != "cached" for _, status, _ in runner.plan()):
@@ -132,6 +148,10 @@ def run(args) -> int:
         preflight.require(recipe)  # before any work: nothing found missing at stage 16 of 24
     log_path = _setup_logging(workdir)
     log.info("recipe %s -> %s (log: %s)", recipe.name, workdir, log_path)
+    preflight_backend()
+    log_launch(describe_launch())
+    if recipe.train:
+        log.info(train_override_line(recipe))
     start = time.time()
     done = runner.run(args.only)
     if int(os.environ.get("RANK", "0")) != 0:  # under a launch the main process publishes; others would race it

@@ -19,6 +19,7 @@ Cost model (the usual transformer approximations; attention's extra FLOPs at 204
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 from fusebench.pipeline.recipe import ModelSpec, Recipe
@@ -318,14 +319,19 @@ def stage_costs(recipe: Recipe, stages: dict | None = None, size: Sizer | None =
     for sid, stage in stages.items():
         if stage.kind in ("extract", "align"):
             costs.append(_store_cost(recipe, stages, size, stage))
-        elif stage.kind == "model" and recipe.models[sid.split(":", 1)[1]].train:
-            costs.append(_train_cost(recipe, size, sid.split(":", 1)[1]))
+        elif stage.kind == "model" and recipe.models[_model_name(sid)].train:
+            costs.append(_train_cost(recipe, size, _model_name(sid)))  # once per seed: `model:clm.s1` trains too
     return costs
 
 
 def gpu_hours(flops: dict[str, float], peak_tflops: float) -> float:
     """GPU-hours of {"extract": FLOPs, "train": FLOPs} on a GPU of that bf16 peak, at the assumed MFU of each."""
     return sum(f / (peak_tflops * 1e12 * MFU[kind]) / 3600 for kind, f in flops.items())
+
+
+def _model_name(sid: str) -> str:
+    """The recipe's model name of a model stage id (`model:clm`, or `model:clm.s1` for seed 1 of `seeds:`)."""
+    return re.sub(r"\.s\d+$", "", sid.split(":", 1)[1])
 
 
 def _input(stage, prefix: str) -> str:

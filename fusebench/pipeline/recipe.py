@@ -263,6 +263,28 @@ class Recipe(Strict):
     seeds: list[int] = []
     # write into the repo's results/ and reports/ (like `fusebench run --publish`); otherwise into the workdir
     publish: bool = False
+    # `train.*` at the top level (`fusebench run R train.lr=2e-5`): set in every trained model's `train:`
+    train: dict[str, Any] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _train_everywhere(cls, data: Any) -> Any:
+        """A top-level `train.KEY=value` is the value of KEY for every model that trains (it wins over theirs)."""
+        over = data.get("train") if isinstance(data, dict) else None
+        if not over:
+            return data
+        if not isinstance(over, dict):
+            raise ValueError(f"train: a mapping of training keys applied to every trained model (e.g. "
+                             f"train.lr=2e-5), not {over!r}")
+        unknown = [k for k in over if k not in TrainSpec.model_fields]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], list(TrainSpec.model_fields), n=3)
+            raise ValueError(f"train.{unknown[0]}: unknown training key; valid keys: {', '.join(TrainSpec.model_fields)}"
+                             + (f" (did you mean {', '.join(map(repr, close))}?)" if close else ""))
+        for spec in (data.get("models") or {}).values():
+            if isinstance(spec, dict) and isinstance(spec.get("train"), dict):
+                spec["train"] = {**spec["train"], **over}
+        return data
 
     @model_validator(mode="before")
     @classmethod

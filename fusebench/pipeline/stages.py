@@ -115,12 +115,10 @@ def trained_model(name: str, spec: ModelSpec, chunks_id: str, init_id: str | Non
 
         torch.manual_seed(spec.train.seed)
         if init_id is not None:
-            from transformers import AutoModelForCausalLM
+            from fusebench.train.load import load_init_model
 
             base = Model(ctx.input(init_id))
-            # fp32 master weights whatever the checkpoint's dtype (Llama-2 ships fp16); bf16 is autocast's job
-            model = AutoModelForCausalLM.from_pretrained(base.location, dtype=torch.float32,
-                                                         trust_remote_code=base.trust_remote_code)
+            model = load_init_model(base.location, base.trust_remote_code)  # fp32; once per node under FSDP
             tok = base.tokenizer()
         else:
             from fusebench.models.build import ModelSize, build_model
@@ -147,6 +145,9 @@ def trained_model(name: str, spec: ModelSpec, chunks_id: str, init_id: str | Non
         chosen = sum_over_processes(targets.chosen) if targets is not None else None
         if int(os.environ.get("RANK", "0")) == 0:  # the main process writes what goes beside the weights
             tok.save_pretrained(ctx.out)
+            if init_id is not None and base.trust_remote_code:  # its class is the init's code, copied beside it
+                (ctx.out / "trained_from.json").write_text(json.dumps({"init": base.location,
+                                                                        "trust_remote_code": True}))
             (ctx.out / "train_log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
             if targets is not None:  # how often MinCE chose each candidate (AvgCE: summed weights), for the report
                 names = ["(own)"] + [t for t, _ in teacher_ids]
@@ -244,9 +245,11 @@ def evaluate(model_name: str, model_id: str, suite: str, spec: EvaluateSpec, cor
     def run(ctx: StageContext) -> None:
         from fusebench.evaluate.api import evaluate_model
 
-        evaluate_model(Model(ctx.input(model_id)).location, [suite], name=model_name, limit=spec.limit,
+        model = Model(ctx.input(model_id))
+        evaluate_model(model.location, [suite], name=model_name, limit=spec.limit,
                        workdir=ctx.workdir / "eval", results_dir=ctx.out, run_id=run_name,
                        corpora={c: ctx.input(sid) for c, sid in corpus_ids.items()}, batch_size=spec.batch_size,
                        online=spec.data_for(suite) == "hub", backend=spec.backend_for(suite),
-                       max_length=spec.max_length_for(model_name), truncate_long_prompts=spec.truncate_for(model_name))
+                       max_length=spec.max_length_for(model_name), truncate_long_prompts=spec.truncate_for(model_name),
+                       trust_remote_code=model.trust_remote_code)
     return run

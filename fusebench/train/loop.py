@@ -246,10 +246,16 @@ def step_loss(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
     autograd runs later-built branches first, so the CLM backward frees its [B, T, V] log-softmax before the fusion
     backward allocates its gradient, which keeps a fusion step's peak memory at a CLM step's (bench/bench_core.py).
     """
-    from fusebench.fuse.loss import combined_loss, fusion_loss
+    from fusebench.fuse.loss import clm_and_fusion_terms, combined_loss, fusion_loss
 
     pred_mask = (mask[:, 1:] * mask[:, :-1]).float()
     fus = None
+    if fused is not None and temperature == 1.0:  # both terms from one pass over the vocabulary (fuse/loss.py)
+        full_mask = torch.nn.functional.pad(pred_mask, (0, 1))  # position t predicts t+1: the last predicts nothing
+        next_ids = torch.nn.functional.pad(ids[:, 1:], (0, 1))
+        clm_pos, fus_pos = clm_and_fusion_terms(logits, next_ids, full_mask, fused[0], fused[1], full_mask)
+        clm, fus = clm_pos.sum() / total_tokens, fus_pos.sum() / total_tokens
+        return combined_loss(clm, fus, lam), clm, fus
     if fused is not None:
 
         full_mask = torch.nn.functional.pad(pred_mask, (0, 1))  # position t predicts t+1: the last predicts nothing

@@ -42,6 +42,11 @@ export NCCL_ASYNC_ERROR_HANDLING=1
 
 echo "fusebench: $RECIPE on $NNODES node(s) x $GPUS_PER_NODE GPUs, config $ACCELERATE_CONFIG, workdir $WORKDIR"
 
+# Preflight on the submit node: the recipe is valid and the config's backend (DeepSpeed) imports; fusebench names the
+# install command otherwise (exit 2), before any node starts.
+python -m fusebench.cli plan "$RECIPE" --workdir "$WORKDIR" --accelerate-config "$ACCELERATE_CONFIG" \
+  > "logs/plan-${SLURM_JOB_ID:-local}.txt"
+
 # One srun task per node; SLURM_NODEID gives each node its machine rank. The single quotes keep
 # $SLURM_NODEID unexpanded until it runs on each node.
 srun --kill-on-bad-exit=1 bash -c '

@@ -20,7 +20,7 @@ from fusebench.pipeline.runner import Stage
 
 # modules whose source code is part of each stage kind's cache key
 CODE = {
-    "corpus": ("fusebench.data.corpora", "fusebench.data.packages"),
+    "corpus": ("fusebench.data.corpora", "fusebench.data.chat", "fusebench.data.packages"),
     "tokenizer": ("fusebench.models.tokenizers",),
     "chunks": ("fusebench.train.data",),
     "model": ("fusebench.models.build", "fusebench.train.loop", "fusebench.train.data"),

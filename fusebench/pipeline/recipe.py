@@ -30,11 +30,13 @@ class Strict(BaseModel):
 
 
 class CorpusSpec(Strict):
-    kind: Literal["tiny_world", "hub", "files"] = "tiny_world"
+    kind: Literal["tiny_world", "hub", "files", "chat"] = "tiny_world"
     domain: Literal["legal", "biomed", "humanities", "code", "general", "mix"] | None = None
     path: str | None = None          # hub dataset id
     name: str | None = None          # hub dataset config
     files: list[str] = []            # kind: files
+    sources: list[Literal["gsm8k", "mbpp", "ifbench"]] = ["gsm8k", "mbpp", "ifbench"]  # kind: chat (data/chat.py)
+    turns: int = Field(1, gt=0)      # kind: chat: instruction / response pairs per conversation
     text_field: str = "text"
     train_split: str = "train"
     test_split: str = "test"
@@ -44,7 +46,8 @@ class CorpusSpec(Strict):
 
     @model_validator(mode="after")
     def _kind_needs(self):
-        need = {"tiny_world": ("domain", self.domain), "hub": ("path", self.path), "files": ("files", self.files)}
+        need = {"tiny_world": ("domain", self.domain), "hub": ("path", self.path), "files": ("files", self.files),
+                "chat": ("sources", self.sources)}
         key, value = need[self.kind]
         if not value:
             raise ValueError(f"a corpus of kind {self.kind!r} needs `{key}`")

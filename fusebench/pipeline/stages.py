@@ -28,6 +28,11 @@ def corpus(spec: CorpusSpec):
         elif spec.kind == "hub":
             train, test, prov = corpora.hub_splits(spec.path, spec.name, spec.text_field, spec.train_split,
                                                    spec.test_split, spec.train_chars, spec.test_chars)
+        elif spec.kind == "chat":
+            from fusebench.data import chat
+
+            train, test, prov = chat.chat_splits(spec.sources, spec.seed, spec.train_chars, spec.test_chars, spec.turns)
+            return chat.write_chat_corpus(ctx.out, train, test, {"spec": spec.model_dump(), **prov})
         else:
             train, test, prov = corpora.files_splits(spec.files, spec.seed, spec.train_chars, spec.test_chars)
         corpora.write_corpus(ctx.out, train, test, {"spec": spec.model_dump(), **prov})

@@ -101,7 +101,7 @@ def evaluate_model(model: str | Path, suites: list[str] | str, *, name: str | No
     workdir = Path(workdir or "runs/eval")
     model_name = name or default_model_name(model)
     run_id = run_id or "adhoc"
-    ctx = SuiteContext(workdir, online, {k: Path(v) for k, v in (corpora or {}).items()})
+    ctx = SuiteContext(workdir, online, {k: Path(v) for k, v in (corpora or {}).items()}, model=model)
     plans = {suite: plan_suite(suite, ctx, only) for suite, only in wanted.items()}
 
     from fusebench.models.load import check_source

@@ -122,7 +122,7 @@ def evaluate_tasks(model: str | Path, tasks: list[str], *, data: str = "packaged
     loader, lm_kwargs = split_model_args(model_args)
     seeds = parse_seeds(seed)
     ctx = SuiteContext(Path(workdir or "runs/eval"), data == "hub", {k: Path(v) for k, v in (corpora or {}).items()},
-                       original_names=True)
+                       original_names=True, model=model)
     resolved = resolve_tasks(tasks, ctx)
     extra = [Path(p) for spec in include_path or [] for p in str(spec).split(",") if p]
     manager = TaskManager(include_path=[str(p) for p in [*resolved.include_paths, *extra]] or None,

@@ -50,6 +50,7 @@ class SuiteContext:
     corpora: dict[str, Path] = field(default_factory=dict)
     # packaged tasks keep lm-eval's own names (arc_easy, not arc_easy_offline): for `fusebench eval --tasks`
     original_names: bool = False
+    model: str | Path | None = None  # the evaluated model, for suites rendered with its chat template (`chat`)
 
     def tasks_dir(self, suite: str) -> Path:
         return self.workdir / "tasks" / suite
@@ -184,9 +185,22 @@ def _perplexity(ctx: SuiteContext, names: tuple[str, ...]) -> TaskPlan:
 
 def _corpus_names(ctx: SuiteContext) -> tuple[str, ...]:
     if not ctx.corpora:
-        raise FusebenchError("the perplexity suite needs at least one corpus: pass corpora={name: dir} to "
+        raise FusebenchError("the perplexity and chat suites need at least one corpus: pass corpora={name: dir} to "
                              "evaluate_model, or `--corpus NAME=DIR` on the command line (DIR holds test.jsonl).")
     return tuple(ctx.corpora)
+
+
+def _chat(ctx: SuiteContext, names: tuple[str, ...]) -> TaskPlan:
+    from fusebench.evaluate.chat_bpb import write_requests
+
+    if ctx.model is None:
+        raise FusebenchError("the chat suite renders each conversation with the evaluated model's chat template, so "
+                             "it runs through `fusebench eval MODEL --suite chat --corpus NAME=DIR` (or recipes).")
+    plan = TaskPlan({n: f"chat_bpb_{n}" for n in names}, [ctx.tasks_dir("chat")])
+    for name in names:  # chat corpora are local files, so online and offline are the same
+        plan.data[name] = write_requests(ctx.model, Path(ctx.corpora[name]), ctx.data_dir)
+        _render(ctx, "chat", "chat_bpb.yaml.in", f"{name}.yaml", plan.data[name].path.resolve(), NAME=name)
+    return plan
 
 
 def _lambada(ctx: SuiteContext, names: tuple[str, ...]) -> TaskPlan:
@@ -227,6 +241,8 @@ SUITES: dict[str, Suite] = {s.name: s for s in [
           lambda ctx: tuple(t for t in _bbh_tasks() if t not in BBH_MC_EXCLUDED), _bbh_mc, lambda b: "acc"),
     Suite("perplexity", "bits per byte (and word / byte perplexity) of each named corpus's test.jsonl",
           _corpus_names, _perplexity, lambda b: "bits_per_byte"),
+    Suite("chat", "response bits per byte of each named chat corpus's test split: assistant turns given the "
+          "conversation in the model's own chat template", _corpus_names, _chat, lambda b: "bits_per_byte"),
     Suite("lambada", "LAMBADA (OpenAI test set), last-word accuracy and perplexity, 0-shot",
           lambda ctx: ("lambada",), _lambada, lambda b: "acc"),
     Suite("multipl-e", "MultiPL-E pass@1 in 10 languages, sandboxed execution (online); offline: HumanEval-py "

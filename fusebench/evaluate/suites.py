@@ -220,6 +220,11 @@ def _ifeval(ctx: SuiteContext, names: tuple[str, ...]) -> TaskPlan:
     return plan
 
 
+def _chat_judge(ctx: SuiteContext, names: tuple[str, ...]) -> TaskPlan:
+    raise FusebenchError("the chat_judge suite is graded by a judge model, not by lm-eval: run it as "
+                         "`fusebench eval MODEL --suite chat_judge --corpus NAME=DIR [--judge JUDGE]` (not --tasks).")
+
+
 def _lambada(ctx: SuiteContext, names: tuple[str, ...]) -> TaskPlan:
     if ctx.online:
         return _hub_plan(ctx, "lambada", {"lambada": "lambada_openai"},
@@ -263,6 +268,9 @@ SUITES: dict[str, Suite] = {s.name: s for s in [
     Suite("ifeval", "IFEval (hub data only): rule-checked instruction following, 0-shot, greedy, in the model's "
           "chat template; prompt-level strict accuracy", lambda ctx: ("ifeval",), _ifeval,
           lambda b: "prompt_level_strict_acc"),
+    Suite("chat_judge", "MT-Bench-style single-answer grading (1-10) of answers to a chat corpus's test "
+          "questions by --judge (a model dir / hub id, or openai:URL); without a judge: not judged",
+          _corpus_names, _chat_judge, lambda b: "score"),
     Suite("lambada", "LAMBADA (OpenAI test set), last-word accuracy and perplexity, 0-shot",
           lambda ctx: ("lambada",), _lambada, lambda b: "acc"),
     Suite("multipl-e", "MultiPL-E pass@1 in 10 languages, sandboxed execution (online); offline: HumanEval-py "

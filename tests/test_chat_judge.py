@@ -117,3 +117,26 @@ def test_an_openai_compatible_judge_rates_each_turn_with_the_conversation_before
     second_turn = bodies[1]["messages"][0]["content"]
     assert "And 2 * 3?" in second_turn and "[The conversation before it]" in second_turn
     assert "What is 2 + 3?" in second_turn    # the first turn, as history
+
+
+def test_a_recipe_runs_the_chat_suites_on_its_chat_corpus(tmp_path, tiny_chat_model):
+    import yaml
+
+    from fusebench.pipeline.graph import build_stages
+    from fusebench.pipeline.recipe import load_recipe
+    from fusebench.pipeline.runner import Runner
+
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "chatrun",
+        "corpora": {"chat": {"kind": "chat", "sources": ["gsm8k"], "train_chars": 2000, "test_chars": 1500}},
+        "models": {"m": {"role": "target", "path": str(tiny_chat_model)}},
+        "evaluate": {"suites": ["chat", "chat_judge"], "perplexity_corpora": ["chat"], "limit": 1}}))
+    runner = Runner(build_stages(load_recipe(path, [f"evaluate.judge={tiny_chat_model}"])), tmp_path / "work")
+    runner.run()
+    bpb = json.loads((runner.path("eval:m.chat") / "chatrun" / "m" / "chat.json").read_text())
+    assert bpb["results"]["chat_bpb_chat"]["bits_per_byte,none"] > 0
+    judged = runner.path("eval:m.chat_judge") / "chatrun" / "m"
+    metrics = json.loads((judged / "chat_judge.json").read_text())["results"]["chat_judge_chat"]
+    assert metrics["judged,none"] + metrics["unparseable,none"] == metrics["turns,none"] == 1
+    assert json.loads((judged / "chat_judge.manifest.json").read_text())["judge"] == str(tiny_chat_model)

@@ -183,7 +183,7 @@ Backend = Literal["hf", "vllm"]
 class EvaluateSpec(Strict):
     suites: list[str] = ["perplexity"]
     models: list[str] | None = None                 # default: every model
-    perplexity_corpora: list[str] = []              # corpora whose test split the perplexity suite scores
+    perplexity_corpora: list[str] = []              # corpora whose test split perplexity / chat / chat_judge score
     limit: int | None = None
     batch_size: int = 8
     # where each suite's data comes from: `hub` (the paper's datasets) or `packaged` (offline copies); one value
@@ -195,6 +195,9 @@ class EvaluateSpec(Strict):
     # a prompt longer than the context allows fails the run; true: lm-eval cuts its start (counted in the manifest);
     # for every model or {model: bool} (models not named: false)
     truncate_long_prompts: bool | dict[str, bool] = False
+    # the chat_judge suite's judge (model dir / hub id, or openai:URL with judge_model); none: "not judged"
+    judge: str | None = None
+    judge_model: str | None = None
 
     def data_for(self, suite: str) -> str:
         return self.data.get(suite, "packaged") if isinstance(self.data, dict) else self.data

@@ -231,10 +231,12 @@ def evaluate(model_name: str, model_id: str, suite: str, spec: EvaluateSpec, cor
              run_name: str):
     def run(ctx: StageContext) -> None:
         from fusebench.evaluate.api import evaluate_model
+        from fusebench.evaluate.chat_judge import JudgeSettings
 
         evaluate_model(Model(ctx.input(model_id)).location, [suite], name=model_name, limit=spec.limit,
                        workdir=ctx.workdir / "eval", results_dir=ctx.out, run_id=run_name,
                        corpora={c: ctx.input(sid) for c, sid in corpus_ids.items()}, batch_size=spec.batch_size,
                        online=spec.data_for(suite) == "hub", backend=spec.backend_for(suite),
-                       max_length=spec.max_length_for(model_name), truncate_long_prompts=spec.truncate_for(model_name))
+                       max_length=spec.max_length_for(model_name), truncate_long_prompts=spec.truncate_for(model_name),
+                       judge=JudgeSettings(spec.judge, spec.judge_model))
     return run

@@ -95,13 +95,14 @@ def evaluate_model(model: str | Path, suites: list[str] | str, *, name: str | No
                    corpora: dict[str, Path] | None = None, batch_size: int = 8, device: str | None = None,
                    seed: int = 1234, online: bool = False, backend: str = "hf", dtype=None,
                    max_length: int | None = None, trust_remote_code: bool = False,
-                   truncate_long_prompts: bool = False) -> EvalResult:
+                   truncate_long_prompts: bool = False, judge=None) -> EvalResult:
     """Evaluate `model` (a model directory or hub id) on `suites` ("commonsense", "bbh:navigate", ...).
 
     Offline (default) every suite reads packaged data; `online=True` uses lm-eval's hub tasks. `corpora` maps a
     name to a directory holding test.jsonl, for the perplexity suite. `limit` caps documents per task. A prompt
     longer than the context allows is an error unless `truncate_long_prompts` (then lm-eval cuts its start, the
     manifest counts the cut prompts per task, and the request cache is not used, so every prompt is counted).
+    The `chat_judge` suite runs outside lm-eval (evaluate/chat_judge.py), judged by `judge` (JudgeSettings).
     """
     wanted = parse_suites(suites)  # validate names before loading anything heavy
     git_commit()  # the commit this evaluation starts on (read once per process; the manifest records it)
@@ -114,18 +115,24 @@ def evaluate_model(model: str | Path, suites: list[str] | str, *, name: str | No
     check_name(run_id, "the run id (--run-id)")
     for corpus in corpora or {}:      # a corpus name names its rendered task file
         check_name(corpus, "the corpus name (--corpus NAME=DIR, or a leaderboard task)")
-    ctx = SuiteContext(workdir, online, {k: Path(v) for k, v in (corpora or {}).items()})
+    ctx = SuiteContext(workdir, online, {k: Path(v) for k, v in (corpora or {}).items()}, model=model)
+    judged, judged_only = "chat_judge" in wanted, wanted.pop("chat_judge", None)
     plans = {suite: plan_suite(suite, ctx, only) for suite, only in wanted.items()}
 
     from fusebench.models.load import check_source
 
     check_source(model)  # a missing path or a broken config.json is a clear error, not a traceback
     weights_hash = weights_sha256(model)
+    out = EvalResult(model_name, run_id)
+    if judged:
+        out.suites.append(_judged(model, ctx, judged_only, judge, Path(results_dir) / run_id / model_name,
+                                  model_name, run_id, limit, device, seed))
+    if not plans:
+        return out
     handle = build_lm(model, backend=backend, batch_size=batch_size, device=device, dtype=dtype,
                       max_length=max_length, trust_remote_code=trust_remote_code,
                       truncate_long_prompts=truncate_long_prompts)
     cache_key = f"{model_name}-{(weights_hash or 'hub')[:16]}-{handle.backend}-{handle.dtype}"
-    out = EvalResult(model_name, run_id)
     for suite, plan in plans.items():
         print(f"[fusebench eval] {model_name}: suite {suite}", file=sys.stderr, flush=True)
         results, items = run_plan(handle, plan, limit=limit, seed=seed,
@@ -151,3 +158,19 @@ def evaluate_model(model: str | Path, suites: list[str] | str, *, name: str | No
         seal(Path(results_dir) / run_id, added=[results_path, items_file, manifest_path])
         out.suites.append(SuiteResult(suite, results_path, manifest_path, scores, items_file))
     return out
+
+
+def _judged(model, ctx: SuiteContext, only: tuple[str, ...] | None, judge, target: Path, model_name: str,
+            run_id: str, limit, device, seed: int) -> SuiteResult:
+    """The chat_judge suite: answers rated by a judge model, or marked "not judged" (no stand-in judge)."""
+    from fusebench.evaluate.chat_judge import JudgeSettings, evaluate_judged
+
+    corpora = {n: c for n, c in ctx.corpora.items() if only is None or n in only}
+    results_path, manifest_path, results = evaluate_judged(
+        model, corpora, judge or JudgeSettings(), target=target, model_name=model_name, run_id=run_id,
+        limit=limit, device=device, seed=seed)
+    seal(target.parent, added=[results_path, manifest_path])   # as every evaluation's files (fusebench/checksums.py)
+    scores = [Score(task.removeprefix("chat_judge_"), "score", float(m["score,none"]),
+                    m["score_stderr,none"] if isinstance(m.get("score_stderr,none"), float) else None)
+              for task, m in results["results"].items() if isinstance(m["score,none"], float)]
+    return SuiteResult("chat_judge", results_path, manifest_path, scores)

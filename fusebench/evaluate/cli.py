@@ -26,7 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_lm_eval_arguments(p)
     g = p.add_argument_group("fusebench")
     g.add_argument("--suite", default=None, help="comma-separated fusebench suites: commonsense,bbh,bbh_mc,"
-                   "perplexity,lambada,multipl-e (suite:task picks one task); results go to the results store")
+                   "perplexity,lambada,multipl-e,chat,ifeval,chat_judge (suite:task picks one task); results go to "
+                   "the results store")
     g.add_argument("--batch-size", dest="batch_size", default=argparse.SUPPRESS, help="the same as --batch_size "
                    "(fusebench's default: 8)")
     g.add_argument("--data", default=None, choices=["packaged", "hub"],
@@ -43,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="for the perplexity suite: a corpus directory holding test.jsonl (repeatable)")
     g.add_argument("--backend", default=None, choices=["hf", "vllm"], help="the same as --model (default: hf)")
     g.add_argument("--run-id", default=None, help="with --suite: results go to RESULTS/RUN_ID/NAME/ (default: adhoc)")
+    g.add_argument("--judge", default=None, help="for the chat_judge suite: the judge, a model directory / hub id "
+                   "or openai:URL (an OpenAI-compatible endpoint); without one the answers are marked not judged")
+    g.add_argument("--judge-model", default=None, help="with --judge openai:URL: the judge's model name there")
     g.add_argument("--dtype", default=None, help="float32, bfloat16, auto (default: fp32 on CPU, bf16 on GPU)")
 
 
@@ -66,6 +70,7 @@ def main(args: argparse.Namespace) -> int:
 
         return lm_eval_cli.main(args, data)
     from fusebench.evaluate.api import evaluate_model
+    from fusebench.evaluate.chat_judge import JudgeSettings, not_judged_lines
     from fusebench.evaluate.harness import _batch_size, parse_limit
     from fusebench.evaluate.lm_eval_cli import given_lm_eval_flags
 
@@ -77,6 +82,9 @@ def main(args: argparse.Namespace) -> int:
                              "--suite runs each suite's own protocol and takes --limit, --device, --batch_size and "
                              "--model.")
 
+    if args.judge and "chat_judge" not in (args.suite or ""):
+        raise FusebenchError(f"--judge {args.judge} is used only by the chat_judge suite: add it to --suite "
+                             "(e.g. --suite chat_judge --corpus NAME=DIR).")
     limit = parse_limit(args.limit)
     if isinstance(limit, float):
         raise FusebenchError("--suite takes a document count for --limit; fractions work with --tasks.")
@@ -85,11 +93,14 @@ def main(args: argparse.Namespace) -> int:
         results_dir=args.results, run_id=args.run_id, corpora=_corpora(args.corpus),
         batch_size=_batch_size(getattr(args, "batch_size", 8)), device=args.device, online=data == "hub",
         backend=args.lm_model or args.backend or "hf",
-        dtype=args.dtype, max_length=args.max_length, truncate_long_prompts=args.truncate_long_prompts)
+        dtype=args.dtype, max_length=args.max_length, truncate_long_prompts=args.truncate_long_prompts,
+        judge=JudgeSettings(args.judge, args.judge_model))
     print(f"{'task':<42} {'metric':<18} {'value':>9} {'stderr':>9}")
     for s in result.scores:
         stderr = f"{s.stderr:9.4f}" if s.stderr is not None else f"{'-':>9}"
         print(f"{s.task:<42} {s.metric:<18} {s.value:9.4f} {stderr}")
+    for line in not_judged_lines(r.results_path for r in result.suites if r.suite == "chat_judge"):
+        print(line)
     for r in result.suites:
         print(f"wrote {r.results_path} and {r.manifest_path.name}")
     return 0

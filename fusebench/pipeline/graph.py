@@ -19,6 +19,10 @@ from fusebench.pipeline.codehash import stage_code
 from fusebench.pipeline.recipe import FusionSpec, ModelSpec, Recipe
 from fusebench.pipeline.runner import Stage
 
+# suites that score the test split of the recipe's `evaluate.perplexity_corpora`
+CORPUS_SUITES = ("perplexity", "chat", "chat_judge")
+
+
 def check_registry_names(recipe: Recipe) -> None:
     """Unknown registry names (fusion function, aligner, vocab map, suite) fail before any work starts."""
     from fusebench.align import ALIGNERS, VOCAB_MAPS
@@ -225,16 +229,19 @@ class GraphBuilder:
         for name in spec.models or list(self.recipe.models):
             mstage = self.model(name)
             for suite in spec.suites:
-                inputs = [mstage] + (list(corpus_ids.values()) if suite == "perplexity" else [])
+                scores_corpora = suite in CORPUS_SUITES
+                inputs = [mstage] + (list(corpus_ids.values()) if scores_corpora else [])
                 cfg = {**spec.model_dump(exclude={"models", "suites", "data", "backend", "max_length",
-                                                  "truncate_long_prompts"}),
+                                                  "truncate_long_prompts", "judge", "judge_model"}),
                        "data": spec.data_for(suite), "backend": spec.backend_for(suite),
                        "max_length": spec.max_length_for(name), "truncate_long_prompts": spec.truncate_for(name),
                        "suite": suite, "name": name}
+                if suite == "chat_judge":
+                    cfg.update(judge=spec.judge, judge_model=spec.judge_model)
                 if self.sfx(name):
                     cfg["seed"] = self.seed       # publish_results files it under <model>/seed-<seed>/
                 out.append(self.add(f"eval:{name}{self.sfx(name)}.{suite}", cfg, inputs,
-                                    S.evaluate(name, mstage, suite, spec, corpus_ids if suite == "perplexity" else {},
+                                    S.evaluate(name, mstage, suite, spec, corpus_ids if scores_corpora else {},
                                                self.recipe.name)))
         return out
 

@@ -39,12 +39,14 @@ class Strict(BaseModel):
 
 
 class CorpusSpec(Strict):
-    kind: Literal["tiny_world", "hub", "files"] = "tiny_world"
+    kind: Literal["tiny_world", "hub", "files", "chat"] = "tiny_world"
     domain: Literal["legal", "biomed", "humanities", "code", "general", "mix"] | None = None
     path: str | None = None          # hub dataset id
     name: str | None = None          # hub dataset config
     revision: str | None = None      # hub dataset branch, tag or commit (default: main)
     files: list[str] = []            # kind: files
+    sources: list[Literal["gsm8k", "mbpp", "ifbench"]] = ["gsm8k", "mbpp", "ifbench"]  # kind: chat (data/chat.py)
+    turns: int = Field(1, gt=0)      # kind: chat: instruction / response pairs per conversation
     text_field: str = "text"
     train_split: str = "train"
     test_split: str = "test"
@@ -56,7 +58,8 @@ class CorpusSpec(Strict):
 
     @model_validator(mode="after")
     def _kind_needs(self):
-        need = {"tiny_world": ("domain", self.domain), "hub": ("path", self.path), "files": ("files", self.files)}
+        need = {"tiny_world": ("domain", self.domain), "hub": ("path", self.path), "files": ("files", self.files),
+                "chat": ("sources", self.sources)}
         key, value = need[self.kind]
         if not value:
             raise ValueError(f"a corpus of kind {self.kind!r} needs `{key}`")
@@ -203,7 +206,7 @@ Backend = Literal["hf", "vllm"]
 class EvaluateSpec(Strict):
     suites: list[str] = ["perplexity"]
     models: list[str] | None = None                 # default: every model
-    perplexity_corpora: list[str] = []              # corpora whose test split the perplexity suite scores
+    perplexity_corpora: list[str] = []              # corpora whose test split perplexity / chat / chat_judge score
     limit: int | None = Field(None, gt=0)
     batch_size: int = Field(8, gt=0)
     # where each suite's data comes from: `hub` (the paper's datasets) or `packaged` (offline copies); one value
@@ -215,6 +218,9 @@ class EvaluateSpec(Strict):
     # a prompt longer than the context allows fails the run; true: lm-eval cuts its start (counted in the manifest);
     # for every model or {model: bool} (models not named: false)
     truncate_long_prompts: bool | dict[str, bool] = False
+    # the chat_judge suite's judge (model dir / hub id, or openai:URL with judge_model); none: "not judged"
+    judge: str | None = None
+    judge_model: str | None = None
 
     @field_validator("max_length")
     @classmethod

@@ -29,6 +29,11 @@ def corpus(spec: CorpusSpec):
         elif spec.kind == "hub":
             train, test, prov = corpora.hub_splits(spec.path, spec.name, spec.text_field, spec.train_split,
                                                    spec.test_split, spec.train_chars, spec.test_chars, spec.revision)
+        elif spec.kind == "chat":
+            from fusebench.data import chat
+
+            train, test, prov = chat.chat_splits(spec.sources, spec.seed, spec.train_chars, spec.test_chars, spec.turns)
+            return chat.write_chat_corpus(ctx.out, train, test, {"spec": spec.model_dump(), **prov})
         else:
             train, test, prov = corpora.files_splits(spec.files, spec.seed, spec.train_chars, spec.test_chars,
                                                      spec.text_field)
@@ -244,6 +249,7 @@ def evaluate(model_name: str, model_id: str, suite: str, spec: EvaluateSpec, cor
              run_name: str):
     def run(ctx: StageContext) -> None:
         from fusebench.evaluate.api import evaluate_model
+        from fusebench.evaluate.chat_judge import JudgeSettings
 
         model = Model(ctx.input(model_id))
         evaluate_model(model.location, [suite], name=model_name, limit=spec.limit,
@@ -251,5 +257,5 @@ def evaluate(model_name: str, model_id: str, suite: str, spec: EvaluateSpec, cor
                        corpora={c: ctx.input(sid) for c, sid in corpus_ids.items()}, batch_size=spec.batch_size,
                        online=spec.data_for(suite) == "hub", backend=spec.backend_for(suite),
                        max_length=spec.max_length_for(model_name), truncate_long_prompts=spec.truncate_for(model_name),
-                       trust_remote_code=model.trust_remote_code)
+                       trust_remote_code=model.trust_remote_code, judge=JudgeSettings(spec.judge, spec.judge_model))
     return run

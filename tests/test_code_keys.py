@@ -70,9 +70,9 @@ def test_editing_a_file_a_stage_runs_changes_its_key(stages, tree, kind, rel):
 def test_editing_the_stage_body_changes_only_that_stage_kinds_key(stages, tree):
     body = tree / "fusebench" / "pipeline" / "stages.py"
     before = {k: code_hash(s.code, tree / "fusebench") for k, s in stages.items()}
-    body.write_text(body.read_text().replace("def vocab_map(kind: str, source_tok_id: str, target_tok_id: str):\n",
-                                             "def vocab_map(kind: str, source_tok_id: str, target_tok_id: str):\n"
-                                             "    # edited\n"))
+    text = body.read_text()
+    head = next(line for line in text.splitlines(keepends=True) if line.startswith("def vocab_map("))
+    body.write_text(text.replace(head, head + "    # edited\n"))
     after = {k: code_hash(s.code, tree / "fusebench") for k, s in stages.items()}
     assert [k for k in stages if before[k] != after[k]] == ["vocabmap"]
 

@@ -7,7 +7,9 @@ Three kinds share one interface (`prepare_corpus(spec, out_dir)`):
   all four: `general` (what the tiny base models are pretrained on) and `mix` (the stand-in for MiniPile, on which
   the target is continually trained: like MiniPile for Llama-2, text of the same kinds the model has not seen).
 - `hub`: a Hugging Face dataset (`JeanKaddour/minipile`, Pile subsets), for real runs with network access.
-- `files`: local `.txt` (one document per file) or `.jsonl` (one {"text": ...} per line) files.
+- `files`: local `.txt` (one document per file) or `.jsonl` (one {"text": ...} per line) files; a `.jsonl` line
+  with `"messages"` (a conversation of {role, content}) is kept as one, written as `{"messages", "text"}` like the
+  chat corpora (`text` a plain rendering when the line has none), for chat training (`fusebench.train.chat`).
 
 Splits are made by a hash of each document, so they do not depend on order or on how much is kept. Each tiny-world
 domain's documents fall into four disjoint pools: `test` (held out from every model), `domain` (the domain's
@@ -104,14 +106,26 @@ def _pool(text: str, seed: int) -> str:
     return "test" if h < 6 else "domain" if h < 50 else "general" if h < 80 else "mix"
 
 
-def _take(docs: Iterator[str], max_chars: int) -> list[str]:
+def _take(docs: Iterator, max_chars: int) -> list:
     out, total = [], 0
     for d in docs:
         if total >= max_chars:
             break
         out.append(d)
-        total += len(d)
+        total += len(_text(d))
     return out
+
+
+def _text(doc) -> str:
+    """A document's text: itself, or a conversation's `text` (documents are strings or {"messages", "text"})."""
+    return doc if isinstance(doc, str) else doc["text"]
+
+
+def _jsonl_doc(row: dict):
+    if "messages" not in row:
+        return row["text"]
+    text = row.get("text") or "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in row["messages"])
+    return {"messages": row["messages"], "text": text}
 
 
 def tiny_world_splits(domain: str, seed: int, train_chars: int, test_chars: int) -> tuple[list[str], list[str], dict]:
@@ -162,12 +176,12 @@ def files_splits(paths: list[str], seed: int, train_chars: int, test_chars: int)
                                  f"{Path.cwd()}) or use a glob such as data/*.txt.")
         for m in matches:
             if m.suffix == ".jsonl":
-                docs += [json.loads(line)["text"] for line in m.read_text(encoding="utf-8").splitlines() if line]
+                docs += [_jsonl_doc(json.loads(line)) for line in m.read_text(encoding="utf-8").splitlines() if line]
             else:
                 docs.append(m.read_text(encoding="utf-8", errors="replace"))
     pools: dict[str, list[str]] = {"test": [], "train": []}
     for d in docs:
-        pools["test" if _pool(d, seed) == "test" else "train"].append(d)
+        pools["test" if _pool(_text(d), seed) == "test" else "train"].append(d)
     return (_take(iter(pools["train"]), train_chars), _take(iter(pools["test"]), test_chars),
             {"sources": [{"files": paths}]})
 
@@ -182,10 +196,12 @@ def write_corpus(out_dir: Path, train: list[str], test: list[str], provenance: d
         if not docs:
             raise FusebenchError(f"the corpus split {split!r} came out empty ({provenance}). Raise its size "
                                  "(train_chars / test_chars) or give more documents.")
-        data = "".join(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in docs).encode()
+        data = "".join(json.dumps({"text": d} if isinstance(d, str) else d, ensure_ascii=False) + "\n"
+                       for d in docs).encode()
         (out_dir / f"{split}.jsonl").write_bytes(data)
-        manifest["splits"][split] = {"documents": len(docs), "characters": sum(map(len, docs)),
-                                     "bytes_utf8": sum(len(d.encode()) for d in docs),
+        texts = [_text(d) for d in docs]
+        manifest["splits"][split] = {"documents": len(docs), "characters": sum(map(len, texts)),
+                                     "bytes_utf8": sum(len(d.encode()) for d in texts),
                                      "sha256": hashlib.sha256(data).hexdigest()}
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
@@ -193,3 +209,10 @@ def write_corpus(out_dir: Path, train: list[str], test: list[str], provenance: d
 def read_split(corpus_dir: Path, split: str) -> list[str]:
     path = Path(corpus_dir) / f"{split}.jsonl"
     return [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def read_messages(corpus_dir: Path, split: str) -> list[list[dict]] | None:
+    """The conversations of a chat corpus's split (lines carrying `messages`), or None for a plain-text corpus."""
+    lines = (Path(corpus_dir) / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(line) for line in lines if line]
+    return [r["messages"] for r in rows] if rows and all("messages" in r for r in rows) else None

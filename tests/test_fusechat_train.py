@@ -95,3 +95,14 @@ def test_epochs_sets_steps_and_is_left_out_of_keys_when_unset():
     assert "epochs" not in stage.config["train"]
     with pytest.raises(Exception, match="epochs"):
         load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml", ["models.clm.train.epochs=0"])
+
+
+def test_hub_sharegpt_conversations_become_chat_lines():
+    """FuseChat-Mixture's `conversations` ({from: human|gpt|system, value}) are kept as {role, content} messages."""
+    from fusebench.data.corpora import _hub_doc
+
+    doc = _hub_doc([{"from": "system", "value": "Be brief."}, {"from": "human", "value": "Hi?"},
+                    {"from": "gpt", "value": "Hello."}])
+    assert doc["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"},
+                               {"role": "assistant", "content": "Hello."}]
+    assert doc["text"] == "System: Be brief.\n\nUser: Hi?\n\nAssistant: Hello." and _hub_doc("plain") == "plain"

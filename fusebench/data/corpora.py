@@ -156,8 +156,8 @@ def hub_splits(path: str, name: str | None, text_field: str, train_split: str, t
 
     try:
         splits = [datasets.load_dataset(path, name, split=s, streaming=True) for s in (train_split, test_split)]
-        train = _take((row[text_field] for row in splits[0]), train_chars)
-        test = _take((row[text_field] for row in splits[1]), test_chars)
+        train = _take((_hub_doc(row[text_field]) for row in splits[0]), train_chars)
+        test = _take((_hub_doc(row[text_field]) for row in splits[1]), test_chars)
     except Exception as err:  # noqa: BLE001 - any hub failure becomes one explanation
         raise FusebenchError(
             f"cannot read the hub dataset {path!r} (config {name!r}): {type(err).__name__}: {str(err)[:300]}. "
@@ -165,6 +165,19 @@ def hub_splits(path: str, name: str | None, text_field: str, train_split: str, t
             "or local files (kind: files)."
         ) from None
     return train, test, {"sources": [{"hub": path, "config": name, "text_field": text_field}]}
+
+
+_SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+
+
+def _hub_doc(value):
+    """A hub row's field: text, or a conversation (ShareGPT `{from, value}` turns, as FuseChat-Mixture's
+    `conversations`, or `{role, content}` messages) kept as one for chat training."""
+    if isinstance(value, str):
+        return value
+    messages = [{"role": _SHAREGPT_ROLES.get(m.get("from"), m.get("from")), "content": m["value"]} if "from" in m
+                else {"role": m["role"], "content": m["content"]} for m in value]
+    return _jsonl_doc({"messages": messages})
 
 
 def files_splits(paths: list[str], seed: int, train_chars: int, test_chars: int) -> tuple[list[str], list[str], dict]:

@@ -50,6 +50,8 @@ class HubModel:
     # need about twice the tokens of the real 32k / 50k ones for the same text, so the prompts that fit the real
     # models (3-shot BBH) fit these. Positions carry no weights in these architectures, so this costs nothing.
     context: int = 4096
+    chat_template: str | None = None  # the real model's template (Jinja), saved with its tokenizer
+    chat_tokens: tuple[str, ...] = ()  # the special tokens that template writes, added to the vocabulary as on the hub
 
     @property
     def commit(self) -> str:
@@ -70,6 +72,23 @@ MODELS = (
     HubModel("EleutherAI/pythia-1b", "gpt_neox", "neox", 4, dtype="float16", pad_vocab_to=64),
     # Pythia publishes intermediate checkpoints as branches (step1000, ...); this id has no refs/main at all
     HubModel("EleutherAI/pythia-14m", "gpt_neox", "neox", 5, branch="step1000", pad_vocab_to=64),
+)
+
+# FuseChat (recipes/fusechat.yaml): the pivot in OpenChat-3.5's own template, the sources in Nous-Hermes-2's ChatML;
+# all SentencePiece as the real ones, the pivot and SOLAR on one base vocabulary with different added chat tokens
+OPENCHAT_TEMPLATE = ("{{ bos_token }}{% for message in messages %}{{ 'GPT4 Correct ' + message['role'].title() + ': ' "
+                     "+ message['content'] + '<|end_of_turn|>'}}{% endfor %}{% if add_generation_prompt %}"
+                     "{{ 'GPT4 Correct Assistant:' }}{% endif %}")
+CHATML_TEMPLATE = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
+                   "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
+                   "{% endif %}")
+FUSECHAT_MODELS = (
+    HubModel("openchat/openchat_3.5", "llama", "llama2", 6, dtype="bfloat16", max_shard_size="40KB",
+             chat_template=OPENCHAT_TEMPLATE, chat_tokens=("<|end_of_turn|>",)),
+    HubModel("NousResearch/Nous-Hermes-2-Mixtral-8x7B-DPO", "llama", "openllama", 7, hidden=48, dtype="bfloat16",
+             chat_template=CHATML_TEMPLATE, chat_tokens=("<|im_start|>", "<|im_end|>")),
+    HubModel("NousResearch/Nous-Hermes-2-SOLAR-10.7B", "llama", "llama2", 8, hidden=48, dtype="bfloat16",
+             chat_template=CHATML_TEMPLATE, chat_tokens=("<|im_start|>", "<|im_end|>")),
 )
 
 
@@ -100,6 +119,9 @@ def _save_model(spec: HubModel, tok_dir: Path, snapshot: Path) -> None:
     from fusebench.models.build import ModelSize, build_model
 
     tok = AutoTokenizer.from_pretrained(str(tok_dir))
+    if spec.chat_tokens:
+        tok.add_special_tokens({"additional_special_tokens": list(spec.chat_tokens)})
+    tok.chat_template = spec.chat_template
     vocab = len(tok)
     if spec.pad_vocab_to:
         vocab = -(-vocab // spec.pad_vocab_to) * spec.pad_vocab_to
@@ -227,6 +249,20 @@ def _write_datasets(hf_home: Path, docs: list[str], rows: int) -> None:
         for s, split in enumerate(("train", "validation", "test"))}, hella)
     _write_bbh(hf_home, docs, rows)
     write_multipl_e(hf_home)
+    _write_fusechat_mixture(hf_home)
+
+
+def _write_fusechat_mixture(hf_home: Path) -> None:
+    """FuseAI/FuseChat-Mixture: one `train` split of ShareGPT `conversations` ({from: human|gpt, value})."""
+    from datasets import Features, List, Value
+    from fixtures.make_chat_corpus import conversations  # tests/ is on sys.path under pytest
+
+    turns = Features({"id": Value("string"), "conversations": List({"from": Value("string"),
+                                                                      "value": Value("string")})})
+    rows = [{"id": f"stdlib-{i}", "conversations": [{"from": "human" if m["role"] == "user" else "gpt",
+                                                     "value": m["content"]} for m in conv]}
+            for i, conv in enumerate(conversations()[:120])]
+    write_dataset(hf_home, "FuseAI/FuseChat-Mixture", "default", {"train": rows}, turns)
 
 
 def _write_bbh(hf_home: Path, docs: list[str], rows: int) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hubcache import MODELS, build_hub_cache, hub_env, model_snapshot, stdlib_documents
+from hubcache import FUSECHAT_MODELS, MODELS, build_hub_cache, hub_env, model_snapshot, stdlib_documents
 
 pytestmark = [pytest.mark.slow, pytest.mark.rehearsal]  # slow, yet in the default run and CI (pyproject addopts)
 
@@ -80,7 +80,7 @@ def _launch(config: str | None, args: list[str], env: dict, timeout: int) -> sub
 
 @pytest.fixture(scope="module")
 def hf_home(tmp_path_factory) -> Path:
-    return build_hub_cache(tmp_path_factory.mktemp("rehearsal_hf_home"))
+    return build_hub_cache(tmp_path_factory.mktemp("rehearsal_hf_home"), models=MODELS + FUSECHAT_MODELS)
 
 
 # ---- one scheduler step per optimizer step, whatever the launcher ----------------------------------------------
@@ -239,3 +239,56 @@ def test_paper_recipe_trains_under_the_deepspeed_config(hf_home, tmp_path):
     proc = _run_paper("deepspeed_zero2", tmp_path / "work", hf_home, only="model:")
     assert proc.returncode == 0, _failure("fusebench run recipes/paper.yaml under DeepSpeed", proc)
     _check_training(tmp_path / "work")
+
+
+# ---- FuseChat rehearsed: fusebench run recipes/fusechat.yaml ------------------------------------------------------
+
+FUSECHAT_TRAINED = ("fusechat-src_mixtral", "fusechat-src_solar", "fusellm")
+FUSECHAT_MERGES = ("fusechat_varm", "fusechat_sce", "fusechat_ties", "fusechat_ta", "fusechat_linear")
+
+
+def fusechat_overrides() -> list[str]:
+    """Sizes only (as for paper.yaml): a few hundred conversations of the mixture stand-in, 4 short steps."""
+    out = ["corpora.fusechat_mixture.train_chars=20000", "corpora.fusechat_mixture.test_chars=2000"]
+    for m in ("fusechat", "fusellm"):
+        train = f"models.{m}.train"
+        out += [f"{train}.steps={STEPS}", f"{train}.seq_len=64", f"{train}.batch_size={BATCH}",
+                f"{train}.grad_accum={ACCUM}", f"{train}.checkpoint_every=2", f"models.{m}.fusion.extract_batch_size=4"]
+    return out
+
+
+def test_fusechat_recipe_fuses_pairwise_on_replies_and_merges_under_ddp(hf_home, tmp_path):
+    """recipes/fusechat.yaml from an empty workdir under 2-process DDP: FuseChat-Mixture's ShareGPT conversations
+    rendered in OpenChat-3.5's template (the pivot's), reply-only pairwise fusion with each Nous-Hermes-2 source,
+    FuseLLM-style fusion, and the VaRM / SCE / TIES / TA / linear merges of the pairwise targets."""
+    from fusebench.pipeline.recipe import load_recipe
+    from fusebench.train.loop import TrainSettings, lr_lambda
+
+    workdir = tmp_path / "work"
+    args = ["-m", "fusebench.cli", "run", str(ROOT / "recipes" / "fusechat.yaml"), *fusechat_overrides(),
+            "--workdir", str(workdir), "--results", str(workdir / "results"), "--reports", str(workdir / "reports")]
+    proc = _launch("ddp", args, _env(hf_home), 1800)
+    assert proc.returncode == 0, _failure("fusebench run recipes/fusechat.yaml under DDP", proc)
+
+    [chunks] = [p for p in (workdir / "cache" / "chunks").glob("fusechat_mixture.*") if p.is_dir()]
+    replies = [json.loads(line) for line in (chunks / "replies.jsonl").read_text().splitlines()]
+    assert replies and all(r["text"].startswith("<s>GPT4 Correct User: ") for r in replies)
+    for r in replies:  # each reply: after the assistant prompt, up to its end of turn or the cut at seq_len
+        for lo, hi in r["replies"]:
+            assert r["text"][:lo].endswith("GPT4 Correct Assistant:"), r["text"][:lo][-40:]
+            assert r["text"][lo:hi].endswith("<|end_of_turn|>") or hi == len(r["text"]), r["text"][lo:hi]
+            assert "GPT4 Correct User" not in r["text"][lo:hi]  # prompts never in the loss
+
+    recipe = load_recipe(ROOT / "recipes" / "fusechat.yaml", fusechat_overrides())
+    models = workdir / "models"
+    for name in FUSECHAT_TRAINED:
+        rows = [json.loads(line) for line in (models / name / "train_log.jsonl").read_text().splitlines()]
+        spec = recipe.models[name].train
+        settings = TrainSettings.from_specs(spec, recipe.models[name].fusion)
+        assert [r["step"] for r in rows] == list(range(STEPS)) and all(math.isfinite(r["loss"]) for r in rows), name
+        assert [r["lr"] for r in rows] == pytest.approx([spec.lr * lr_lambda(settings)(s + 1) for s in range(STEPS)],
+                                                        rel=1e-9, abs=1e-15), name
+    for source in ("src_mixtral", "src_solar"):
+        assert set(json.loads((models / f"fusechat-{source}" / "fusion_choices.json").read_text())) == {"(own)", source}
+    for merged in FUSECHAT_MERGES:
+        assert (models / merged / "mergekit_config.yml").is_file(), merged

@@ -41,11 +41,21 @@ SHARD = 256
 FORMAT_VERSION = 3
 
 
-def _text(tokenizer, ids: np.ndarray) -> str:
+def _text(tokenizer, ids: np.ndarray, drop: tuple[str, ...] = ()) -> str:
     # compare texts as the models saw them: NFKC (the unigram tokenizer normalises) and without whitespace, which
     # tokenizers may drop or mark differently at sequence edges
-    # without special tokens: packed chunks hold each model's own EOS between documents ("</s>", "<|endoftext|>")
-    return "".join(unicodedata.normalize("NFKC", tokenizer.decode(ids.tolist(), skip_special_tokens=True)).split())
+    # without special tokens: packed chunks hold each model's own EOS between documents ("</s>", "<|endoftext|>"),
+    # and a chat chunk holds the pivot's template tokens ("<|im_end|>"), which a source reads as plain characters:
+    # `drop` removes both tokenizers' special-token spellings from both texts
+    text = tokenizer.decode(ids.tolist(), skip_special_tokens=True)
+    for spelling in drop:
+        text = text.replace(spelling, "")
+    return "".join(unicodedata.normalize("NFKC", text).split())
+
+
+def _special_spellings(*tokenizers) -> tuple[str, ...]:
+    """Every special token's text of these tokenizers, longest first (so "<|im_end|>" goes before a "<|" prefix)."""
+    return tuple(sorted({t for tok in tokenizers for t in tok.all_special_tokens if t}, key=len, reverse=True))
 
 
 def _cover_model_vocab(src_to_tgt: np.ndarray, model_vocab: int) -> np.ndarray:
@@ -125,10 +135,11 @@ def _align_one(src, tgt, source_tokenizer, target_tokenizer, src_to_tgt, aligner
     from fusebench.align.document import align_document
 
     s, t = src.sequence(i), tgt.sequence(i)
+    drop = _special_spellings(source_tokenizer, target_tokenizer)
     doc = align_document(s, tokenization_from_ids(source_tokenizer, s.input_ids),
                          tokenization_from_ids(target_tokenizer, t.input_ids), src_to_tgt, aligner=aligner,
-                         fallback=fallback, source_text=_text(source_tokenizer, s.input_ids),
-                         target_text=_text(target_tokenizer, t.input_ids), counts=counts)
+                         fallback=fallback, source_text=_text(source_tokenizer, s.input_ids, drop),
+                         target_text=_text(target_tokenizer, t.input_ids, drop), counts=counts)
     return len(t.input_ids), doc.aligned, doc.quality or {"cut_short": 1}
 
 

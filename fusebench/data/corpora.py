@@ -10,7 +10,10 @@ Three kinds share one interface (`prepare_corpus(spec, out_dir)`):
   `hf download --repo-type dataset ID` left in the hub cache when there is one (offline too; parquet, JSON, Arrow,
   the README's configs), else through `datasets.load_dataset`.
 - `files`: local parquet / JSON lines / Arrow / CSV files (rows' `text_field`, read by `datasets`' builders, chosen
-  by extension) or any other file as one plain-text document.
+  by extension) or any other file as one plain-text document. A row with `"messages"` (a conversation of
+  {role, content}) is kept as one, written as `{"messages", "text"}` like the chat corpora (`text` a plain rendering
+  when the row has none), for chat training (`fusebench.train.chat`); so is a hub row whose field holds ShareGPT
+  turns (FuseChat-Mixture's `conversations`).
 
 Splits are made by a hash of each document, so they do not depend on order or on how much is kept. Each tiny-world
 domain's documents fall into four disjoint pools: `test` (held out from every model), `domain` (the domain's
@@ -107,14 +110,40 @@ def _pool(text: str, seed: int) -> str:
     return "test" if h < 6 else "domain" if h < 50 else "general" if h < 80 else "mix"
 
 
-def _take(docs: Iterator[str], max_chars: int) -> list[str]:
+def _take(docs: Iterator, max_chars: int) -> list:
     out, total = [], 0
     for d in docs:
         if total >= max_chars:
             break
         out.append(d)
-        total += len(d)
+        total += len(_text(d))
     return out
+
+
+def _text(doc) -> str:
+    """A document's text: itself, or a conversation's `text` (documents are strings or {"messages", "text"})."""
+    return doc if isinstance(doc, str) else doc["text"]
+
+
+def _row_doc(row: dict, text_field: str = "text"):
+    """A row's document: its text field, or a conversation kept whole."""
+    if not row.get("messages"):
+        return row[text_field]
+    text = row.get(text_field) or "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in row["messages"])
+    return {"messages": row["messages"], "text": text}
+
+
+_SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+
+
+def _hub_doc(value):
+    """A hub row's field: text, or a conversation (ShareGPT `{from, value}` turns, as FuseChat-Mixture's
+    `conversations`, or `{role, content}` messages) kept as one for chat training."""
+    if isinstance(value, str):
+        return value
+    messages = [{"role": _SHAREGPT_ROLES.get(m.get("from"), m.get("from")), "content": m["value"]} if "from" in m
+                else {"role": m["role"], "content": m["content"]} for m in value]
+    return _row_doc({"messages": messages})
 
 
 # A recipe may score held-out documents in passages (`test_passage_chars`), cut at line breaks: the tiny world's
@@ -208,8 +237,8 @@ def hub_splits(path: str, name: str | None, text_field: str, train_split: str, t
         else:
             splits = [datasets.load_dataset(path, name, split=s, streaming=True, revision=revision)
                       for s in (train_split, test_split)]
-        train = _take((row[text_field] for row in splits[0]), train_chars)
-        test = _take((row[text_field] for row in splits[1]), test_chars)
+        train = _take((_hub_doc(row[text_field]) for row in splits[0]), train_chars)
+        test = _take((_hub_doc(row[text_field]) for row in splits[1]), test_chars)
     except Exception as err:  # noqa: BLE001 - any hub failure becomes one explanation
         where = f"its snapshot {snapshot}" if snapshot else "the hub"
         raise FusebenchError(
@@ -270,14 +299,14 @@ def files_splits(paths: list[str], seed: int, train_chars: int, test_chars: int,
                 continue
             try:
                 rows = datasets.load_dataset(builder, data_files=[str(m)], split="train", streaming=True)
-                docs += [row[text_field] for row in rows]
+                docs += [_row_doc(row, text_field) for row in rows]
             except Exception as err:  # noqa: BLE001 - a reader's failure becomes one explanation
                 raise FusebenchError(f"cannot read corpus file {m} as {builder} rows with a {text_field!r} field: "
                                      f"{type(err).__name__}: {str(err)[:300]}. Fix the file or `text_field` in the "
                                      "recipe's corpus.") from None
     pools: dict[str, list[str]] = {"test": [], "train": []}
     for d in docs:
-        pools["test" if _pool(d, seed) == "test" else "train"].append(d)
+        pools["test" if _pool(_text(d), seed) == "test" else "train"].append(d)
     return (_take(iter(pools["train"]), train_chars), _take(iter(pools["test"]), test_chars),
             {"sources": [{"files": paths}]})
 
@@ -292,10 +321,12 @@ def write_corpus(out_dir: Path, train: list[str], test: list[str], provenance: d
         if not docs:
             raise FusebenchError(f"the corpus split {split!r} came out empty ({provenance}). Raise its size "
                                  "(train_chars / test_chars) or give more documents.")
-        data = "".join(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in docs).encode()
+        data = "".join(json.dumps({"text": d} if isinstance(d, str) else d, ensure_ascii=False) + "\n"
+                       for d in docs).encode()
         (out_dir / f"{split}.jsonl").write_bytes(data)
-        manifest["splits"][split] = {"documents": len(docs), "characters": sum(map(len, docs)),
-                                     "bytes_utf8": sum(len(d.encode()) for d in docs),
+        texts = [_text(d) for d in docs]
+        manifest["splits"][split] = {"documents": len(docs), "characters": sum(map(len, texts)),
+                                     "bytes_utf8": sum(len(d.encode()) for d in texts),
                                      "sha256": hashlib.sha256(data).hexdigest()}
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
@@ -303,3 +334,10 @@ def write_corpus(out_dir: Path, train: list[str], test: list[str], provenance: d
 def read_split(corpus_dir: Path, split: str) -> list[str]:
     path = Path(corpus_dir) / f"{split}.jsonl"
     return [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def read_messages(corpus_dir: Path, split: str) -> list[list[dict]] | None:
+    """The conversations of a chat corpus's split (lines carrying `messages`), or None for a plain-text corpus."""
+    lines = (Path(corpus_dir) / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(line) for line in lines if line]
+    return [r["messages"] for r in rows] if rows and all("messages" in r for r in rows) else None

@@ -7,6 +7,7 @@
 | Model     | a Hugging Face model directory (config.json, model.safetensors, tokenizer), or     |
 |           | pointer.json naming a directory / hub id elsewhere (pretrained models aren't copied)|
 | Chunks    | chunks.jsonl: the text of every training sequence, shared by all models           |
+|           | (+ replies.jsonl for a chat corpus: each sequence's reply spans, which the loss counts)|
 | Store     | a distribution store (meta.json + shard-*/ .npy files), see fusebench.extract      |
 | VocabMap  | vocab_map.npz + vocab_map.json, see fusebench.align                               |
 | Eval      | <run>/<model>/<suite>.json (lm-eval's output) + .manifest.json + .items.json.gz   |
@@ -18,7 +19,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from fusebench.data.corpora import read_split
+from fusebench.data.corpora import read_messages, read_split
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,10 @@ class Corpus:
 
     def split(self, name: str) -> list[str]:
         return read_split(self.path, name)
+
+    def conversations(self, name: str) -> list[list[dict]] | None:
+        """A chat corpus's conversations ({role, content} lists); None for a plain-text corpus."""
+        return read_messages(self.path, name)
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,18 @@ class Chunks:
     def texts(self) -> list[str]:
         return [json.loads(l) for l in (self.path / "chunks.jsonl").read_text(encoding="utf-8").splitlines()]
 
+    def replies(self) -> list[dict] | None:
+        """Chat chunks' `{"text", "replies": [[lo, hi], ...]}` (character spans of the assistant turns); None when
+        the chunks are plain text (every token counts)."""
+        path = self.path / "replies.jsonl"
+        if not path.exists():
+            return None
+        return [json.loads(l) for l in path.read_text(encoding="utf-8").splitlines()]
 
-def write_chunks(out: Path, texts: list[str]) -> None:
+
+def write_chunks(out: Path, texts: list, replies: list[dict] | None = None) -> None:
     (out / "chunks.jsonl").write_text("".join(json.dumps(t, ensure_ascii=False) + "\n" for t in texts),
                                       encoding="utf-8")
+    if replies is not None:
+        (out / "replies.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in replies),
+                                           encoding="utf-8")

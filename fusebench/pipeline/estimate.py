@@ -245,13 +245,14 @@ def _store_cost(recipe: Recipe, stages: dict, size: Sizer, stage) -> StageCost:
 def trained_tokens(recipe: Recipe, name: str) -> tuple[float, float, int, str]:
     """(corpus tokens, tokens training reads, steps, why) for a trained model: chunks are packed (every corpus token
     once, fusebench.train.data), so one epoch is the corpus's tokens over batch × seq_len steps, the last partial
-    batch left out; a recipe's `steps` caps that."""
+    batch left out; `epochs` multiplies that, a recipe's `steps` replaces it."""
     t = recipe.models[name].train
     corpus, _ = corpus_tokens(recipe, t.corpus)
     per_step = t.batch_size * t.seq_len
     epoch = max(1, int(corpus // per_step))
-    steps = t.steps or epoch
-    why = "one epoch of packed chunks" if not t.steps else f"train.steps; one epoch would be {epoch} steps"
+    steps = t.steps or epoch * (t.epochs or 1)
+    epochs = "one epoch" if (t.epochs or 1) == 1 else f"{t.epochs} epochs"
+    why = f"{epochs} of packed chunks" if not t.steps else f"train.steps; one epoch would be {epoch} steps"
     return corpus, float(steps * per_step), steps, why
 
 

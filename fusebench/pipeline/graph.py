@@ -104,7 +104,8 @@ class GraphBuilder:
     def tokenizer(self, name: str) -> str:
         spec = self.recipe.tokenizers[name]
         inputs = [self.corpus(spec.corpus)] if spec.corpus else []
-        return self.add(f"tokenizer:{name}", spec.model_dump(), inputs, S.tokenizer(spec, inputs[0] if inputs else None))
+        cfg = spec.model_dump(exclude={"chat_template"} if spec.chat_template is None else set())
+        return self.add(f"tokenizer:{name}", cfg, inputs, S.tokenizer(spec, inputs[0] if inputs else None))
 
     def tokenizer_of(self, model: str) -> str:
         """The stage that carries `model`'s tokenizer: its tokenizer stage when it has one, else the model itself.
@@ -154,6 +155,8 @@ class GraphBuilder:
         if self.sfx(name) and m.train:   # seed s offsets the model's own training seed: seed 0 is the plain run
             m = m.model_copy(update={"train": m.train.model_copy(update={"seed": m.train.seed + self.seed})})
         cfg = m.model_dump(exclude={"role"})
+        if m.train and m.train.epochs is None:  # unset: the config (and key) stays what it was before `epochs`
+            cfg["train"].pop("epochs")
         if m.path:
             return self.add(sid, cfg, [], S.pointer_model(m.path, m.trust_remote_code, m.revision))
         if m.gguf:

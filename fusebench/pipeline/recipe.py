@@ -71,6 +71,7 @@ class TokenizerSpec(Strict):
     vocab_size: int | None = Field(None, gt=16)
     corpus: str | None = None        # what to train on (bpe / unigram)
     path: str | None = None          # pretrained: local directory or hub id
+    chat_template: str | None = None  # Jinja, saved with the tokenizer: the format chat corpora are rendered in
 
     @model_validator(mode="after")
     def _kind_needs(self):
@@ -85,7 +86,8 @@ class TrainSpec(Strict):
     """Hyperparameters of one training run (pretraining or continual training)."""
 
     corpus: str
-    steps: int | None = Field(None, gt=0)   # None: one epoch of the packed chunks (every corpus token once)
+    steps: int | None = Field(None, gt=0)   # None: `epochs` of the packed chunks (every corpus token once each)
+    epochs: int | None = Field(None, gt=0)  # None: 1; steps = epochs x (sequences // batch_size); `steps` wins
     seq_len: int = Field(256, gt=1)
     batch_size: int = Field(16, gt=0)
     grad_accum: int = Field(1, gt=0)

@@ -46,22 +46,35 @@ def tokenizer(spec: TokenizerSpec, corpus_id: str | None):
         from fusebench.models.tokenizers import load_tokenizer, train_tokenizer
 
         if spec.kind == "pretrained":
-            load_tokenizer(spec.path).save_pretrained(ctx.out)
-        else:
-            train_tokenizer(spec.kind, Corpus(ctx.input(corpus_id)).split("train"), spec.vocab_size, ctx.out)
+            tok = load_tokenizer(spec.path)
+        else:  # saved as trained
+            tok = train_tokenizer(spec.kind, Corpus(ctx.input(corpus_id)).split("train"), spec.vocab_size, ctx.out)
+        if spec.chat_template:  # a model trained from this tokenizer saves it too, so its chat chunks use it
+            tok.chat_template = spec.chat_template
+        if spec.kind == "pretrained" or spec.chat_template:
+            tok.save_pretrained(ctx.out)
     return run
 
 
 def chunks(corpus_id: str, tokenizer_id: str, seq_len: int, max_sequences: int | None):
     """The corpus packed into seq_len-token chunks (documents separated by EOS); at most `max_sequences` of them
-    when the recipe caps training steps, else all (one epoch). `packing.json` says what was kept."""
+    when the recipe caps training steps, else all (one epoch). `packing.json` says what was kept. A chat corpus
+    gives one chunk per conversation rendered in this (the pivot's) tokenizer's template, with its reply spans."""
     def run(ctx: StageContext) -> None:
         from fusebench.train.data import pack_documents
 
         tok = _tokenizer_of(ctx.input(tokenizer_id))
-        texts = pack_documents(tok, Corpus(ctx.input(corpus_id)).split("train"), seq_len)
+        corpus = Corpus(ctx.input(corpus_id))
+        conversations, replies = corpus.conversations("train"), None
+        if conversations is None:
+            texts = pack_documents(tok, corpus.split("train"), seq_len)
+        else:
+            from fusebench.train.chat import chat_chunks
+
+            replies = chat_chunks(tok, conversations, seq_len)
+            texts = [[c["text"]] for c in replies]
         kept = texts[:max_sequences] if max_sequences else texts
-        write_chunks(ctx.out, kept)
+        write_chunks(ctx.out, kept, replies[:len(kept)] if replies is not None else None)
         (ctx.out / "packing.json").write_text(json.dumps({"seq_len": seq_len, "chunks": len(texts),
                                                           "kept": len(kept), "max_sequences": max_sequences}))
     return run
@@ -131,11 +144,19 @@ def trained_model(name: str, spec: ModelSpec, chunks_id: str, init_id: str | Non
             tok = Tokenizer(ctx.input(tokenizer_id)).load()
             model = build_model(spec.arch, len(tok), spec.size or ModelSize(), tok.bos_token_id, tok.eos_token_id,
                                 spec.train.seed)
-        texts = Chunks(ctx.input(chunks_id)).texts()
+        chunks = Chunks(ctx.input(chunks_id))
+        texts = chunks.texts()
         seqs = tokenize_chunks(tok, texts, spec.train.seq_len)
+        replies = chunks.replies()
+        loss_masks = None
+        if replies is not None:  # chat: the loss counts reply tokens only
+            from fusebench.train.chat import reply_masks
+
+            loss_masks = reply_masks(tok, replies, spec.train.seq_len)
         train_spec = spec.train
-        if train_spec.steps is None:  # one epoch of the packed chunks (a last partial batch is left out)
-            train_spec = train_spec.model_copy(update={"steps": max(1, len(seqs) // train_spec.batch_size)})
+        if train_spec.steps is None:  # `epochs` (default 1) of the packed chunks (a last partial batch is left out)
+            epochs = train_spec.epochs or 1
+            train_spec = train_spec.model_copy(update={"steps": max(1, epochs * (len(seqs) // train_spec.batch_size))})
         targets = None
         if teacher_ids:
             from fusebench.fuse.targets import FusedTargets
@@ -145,7 +166,7 @@ def trained_model(name: str, spec: ModelSpec, chunks_id: str, init_id: str | Non
                                    include_own=spec.fusion.include_own, temperature=spec.fusion.temperature)
         settings = TrainSettings.from_specs(train_spec, spec.fusion if teacher_ids else None)
         history = train(model, seqs, settings, ctx.out / "_resume", tok.pad_token_id or 0, targets, desc=name,
-                        save_dir=ctx.out)
+                        save_dir=ctx.out, loss_masks=loss_masks)
         # each process counted the choices on its own slice of the batches: sum them (a collective: every rank)
         chosen = sum_over_processes(targets.chosen) if targets is not None else None
         if int(os.environ.get("RANK", "0")) == 0:  # the main process writes what goes beside the weights

@@ -63,20 +63,68 @@ def encode_chat(tokenizer, messages: Any, max_len: int | None = None, chat_templ
                 where: str = "conversation") -> ChatExample:
     """Token ids and reply-only labels of one conversation (see the module docstring)."""
     messages = check_messages(messages, where)
-    template = chat_template or getattr(tokenizer, "chat_template", None)
-    if not template:
-        raise FusebenchError(f"{where}: the tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no "
-                             "chat_template, so there is no conversation format to train in; use the pivot's "
-                             "tokenizer (FuseChat trains in the pivot's template) or pass chat_template.")
-    if not getattr(tokenizer, "is_fast", False):
-        raise FusebenchError(f"{where}: reply-only masking needs a fast tokenizer (character offsets); "
-                             f"{type(tokenizer).__name__} is not one.")
+    template = chat_template or _template_of(tokenizer, where)
+    _check_fast(tokenizer, where)
     if _GENERATION_TAG.search(template):
         ids, mask = _by_generation_tags(tokenizer, messages, template)
     else:
-        ids, mask = _by_prefixes(tokenizer, messages, template, where)
+        full, spans = _reply_spans(tokenizer, messages, template, where)
+        ids, mask = _tokens_in_spans(tokenizer, full, spans)
     ids, mask = ids[:max_len], mask[:max_len]
     return ChatExample(ids, np.where(mask, ids, IGNORE_INDEX).astype(np.int64))
+
+
+def _template_of(tokenizer, where: str) -> str:
+    template = getattr(tokenizer, "chat_template", None)
+    if not template:
+        raise FusebenchError(f"{where}: the tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no "
+                             "chat_template, so there is no conversation format to train in; use a pivot whose "
+                             "tokenizer has one (a trained tokenizer takes `chat_template:` in the recipe).")
+    return template
+
+
+def _check_fast(tokenizer, where: str) -> None:
+    if not getattr(tokenizer, "is_fast", False):
+        raise FusebenchError(f"{where}: reply-only masking needs a fast tokenizer (character offsets); "
+                             f"{type(tokenizer).__name__} is not one.")
+
+
+def render_chat(tokenizer, messages: Any, where: str = "conversation") -> tuple[str, list[tuple[int, int]]]:
+    """The conversation as text in the tokenizer's template, and the character spans of its assistant turns: what a
+    chat chunk stores, so every model (sources too, as in FuseChat) reads the pivot's rendering of it."""
+    messages = check_messages(messages, where)
+    template = _template_of(tokenizer, where)
+    _check_fast(tokenizer, where)
+    if not _GENERATION_TAG.search(template):
+        return _reply_spans(tokenizer, messages, template, where)
+    full = _render(tokenizer, messages, template, prompt=False)
+    ids, mask = _by_generation_tags(tokenizer, messages, template)
+    enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    if list(enc["input_ids"]) != ids.tolist():
+        raise FusebenchError(f"{where}: the chat template's tokens differ from the tokens of its rendered text, so "
+                             "reply spans cannot be placed in the text; use a template without {% generation %}.")
+    return full, [(int(lo), int(hi)) for (lo, hi), m in zip(enc["offset_mapping"], mask) if m]
+
+
+def chat_chunks(tokenizer, conversations: list, seq_len: int) -> list[dict]:
+    """One chunk per conversation (FuseChat does not pack): `{"text": rendering, "replies": [[lo, hi], ...]}`, the
+    text cut where this tokenizer's token `seq_len` starts, so every model sees the same text; a conversation whose
+    replies all lie beyond the cut is left out (it would train on nothing)."""
+    out = []
+    for n, messages in enumerate(conversations):
+        text, spans = render_chat(tokenizer, messages, where=f"conversation {n}")
+        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        cut = offsets[seq_len][0] if len(offsets) > seq_len else len(text)
+        kept = [[lo, min(hi, cut)] for lo, hi in spans if lo < cut]
+        if kept:
+            out.append({"text": text[:cut], "replies": kept})
+    return out
+
+
+def reply_masks(tokenizer, chunks: list[dict], max_len: int) -> list[np.ndarray]:
+    """Per chunk, which of this tokenizer's tokens of the chunk's text lie in a reply (the positions whose prediction
+    the loss counts), for the same tokens `tokenize_chunks` gives: the text without special tokens, cut at max_len."""
+    return [_tokens_in_spans(tokenizer, c["text"], c["replies"])[1][:max_len] for c in chunks]
 
 
 def _by_generation_tags(tokenizer, messages, template) -> tuple[np.ndarray, np.ndarray]:
@@ -90,7 +138,7 @@ def _render(tokenizer, messages, template, prompt: bool) -> str:
                                          add_generation_prompt=prompt)
 
 
-def _by_prefixes(tokenizer, messages, template, where) -> tuple[np.ndarray, np.ndarray]:
+def _reply_spans(tokenizer, messages, template, where) -> tuple[str, list[tuple[int, int]]]:
     full = _render(tokenizer, messages, template, prompt=False)
     spans = []
     for k, m in enumerate(messages):
@@ -104,6 +152,10 @@ def _by_prefixes(tokenizer, messages, template, where) -> tuple[np.ndarray, np.n
                                  "so the reply's tokens cannot be told apart; add {% generation %} blocks to the "
                                  "template around assistant replies.")
         spans.append((len(start), len(end)))
+    return full, spans
+
+
+def _tokens_in_spans(tokenizer, full: str, spans) -> tuple[np.ndarray, np.ndarray]:
     enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     ids = np.asarray(enc["input_ids"], dtype=np.int64)
     offsets = np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)

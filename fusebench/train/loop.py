@@ -128,8 +128,12 @@ def _latest_checkpoint(resume_dir: Path) -> tuple[int, Path | None]:
 
 
 def train(model, sequences: list[np.ndarray], settings: TrainSettings, resume_dir: Path, pad_id: int,
-          targets: TargetsFn | None = None, desc: str = "train", save_dir: Path | None = None) -> list[dict]:
+          targets: TargetsFn | None = None, desc: str = "train", save_dir: Path | None = None,
+          loss_masks: list[np.ndarray] | None = None) -> list[dict]:
     """Train `model` in place on `sequences`; returns the per-step log (also written to resume_dir/log.jsonl).
+
+    With `loss_masks` (one bool per token of each sequence: chat replies, `fusebench.train.chat`), both terms count
+    only the positions predicting a masked-in token, and are normalised by how many of those the global batch has.
 
     With `save_dir`, the main process saves the trained model there (safetensors) from the full state dict, which
     accelerate gathers from FSDP / DeepSpeed shards first."""
@@ -177,7 +181,9 @@ def train(model, sequences: list[np.ndarray], settings: TrainSettings, resume_di
     for step in bar:
         batch = batch_indices(len(sequences), settings.batch_size, step, settings.seed)
         ids_all, mask_all = pad_batch([sequences[i] for i in batch], pad_id)
-        total_tokens = float((mask_all[:, 1:] * mask_all[:, :-1]).sum())  # predicted positions, global
+        labels_all = pad_batch([loss_masks[i] for i in batch], 0)[0] if loss_masks is not None else None
+        counted = mask_all[:, 1:] * mask_all[:, :-1] * (labels_all[:, 1:] if labels_all is not None else 1)
+        total_tokens = float(max(1, counted.sum()))  # predicted positions the loss counts, global
         stats = {"clm": 0.0, "fusion": 0.0}
         for m in range(settings.grad_accum):
             with acc.accumulate(model):
@@ -185,10 +191,12 @@ def train(model, sequences: list[np.ndarray], settings: TrainSettings, resume_di
                 part = slice(lo, lo + micro // world)
                 ids = torch.from_numpy(ids_all[part]).to(acc.device)
                 mask = torch.from_numpy(mask_all[part]).to(acc.device)
+                labels = torch.from_numpy(labels_all[part]).to(acc.device) if labels_all is not None else None
                 with acc.autocast():
                     logits = model(input_ids=ids, attention_mask=mask).logits.float()
                 fused = _batch_targets(targets, batch[part], ids.shape[1], acc.device) if settings.lam < 1 else None
-                loss, clm, fus = step_loss(logits, ids, mask, fused, settings.lam, settings.temperature, total_tokens)
+                loss, clm, fus = step_loss(logits, ids, mask, fused, settings.lam, settings.temperature, total_tokens,
+                                           labels)
                 stats["clm"] += clm.item() * world
                 stats["fusion"] += fus.item() * world if fus is not None else 0.0
                 if not torch.isfinite(loss):
@@ -239,8 +247,10 @@ def sum_over_processes(values: np.ndarray) -> np.ndarray:
 
 
 def step_loss(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
-              fused: tuple[torch.Tensor, torch.Tensor] | None, lam: float, temperature: float, total_tokens: float):
+              fused: tuple[torch.Tensor, torch.Tensor] | None, lam: float, temperature: float, total_tokens: float,
+              label_mask: torch.Tensor | None = None):
     """λ·CLM + (1−λ)·fusion of one micro-batch, each term summed over tokens and divided by the global count.
+    With `label_mask` [B, T], position t counts only where token t+1 is masked in (a chat reply's token).
 
     The fusion term is built *before* the CLM term and on the full-length logits (last position masked out):
     autograd runs later-built branches first, so the CLM backward frees its [B, T, V] log-softmax before the fusion
@@ -249,6 +259,8 @@ def step_loss(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
     from fusebench.fuse.loss import clm_and_fusion_terms, combined_loss, fusion_loss
 
     pred_mask = (mask[:, 1:] * mask[:, :-1]).float()
+    if label_mask is not None:
+        pred_mask = pred_mask * label_mask[:, 1:].float()
     fus = None
     if fused is not None and temperature == 1.0:  # both terms from one pass over the vocabulary (fuse/loss.py)
         full_mask = torch.nn.functional.pad(pred_mask, (0, 1))  # position t predicts t+1: the last predicts nothing

@@ -114,6 +114,28 @@ def test_a_copied_ensemble_loads_with_remote_code_in_a_process_that_never_import
     torch.testing.assert_close(torch.load(tmp_path / "lp.pt"), expected, atol=1e-6, rtol=0)
 
 
+_TOKENIZER_ONLY = """
+import json, sys
+from transformers import AutoTokenizer
+tok = AutoTokenizer.from_pretrained(sys.argv[1], trust_remote_code=False)
+print(json.dumps(tok(sys.argv[2]).input_ids))
+"""
+
+
+def test_the_ensembles_tokenizer_loads_without_running_its_remote_code(tmp_path, ensemble_dir, tokenizer):
+    # transformers reads config.json before any tokenizer (and asks "[y/N]" for a custom architecture when
+    # trust_remote_code is unset); the ensemble's tokenizer is its first member's, so trust_remote_code=False loads
+    # it without asking and without importing the ensemble's modelling file
+    modules = tmp_path / "hf_modules"
+    env = {**os.environ, "HF_MODULES_CACHE": str(modules), "PYTHONPATH": ""}
+    done = subprocess.run([sys.executable, "-c", _TOKENIZER_ONLY, str(ensemble_dir), TEXT], cwd=tmp_path, env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "[y/N]" not in done.stdout + done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == tokenizer(TEXT).input_ids
+    assert not list(modules.rglob("modeling_fusebench_ensemble.py"))
+
+
 def test_lm_eval_hflm_scores_the_ensemble_like_any_model(ensemble, members, tokenizer):
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM

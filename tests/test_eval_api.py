@@ -29,6 +29,8 @@ def test_cli_eval_writes_results_and_manifest_per_suite(tmp_path, tiny_neox_dir,
         results = json.loads((out_dir / f"{suite}.json").read_text())
         manifest = json.loads((out_dir / f"{suite}.manifest.json").read_text())
         assert results["results"] and "samples" not in results
+        # the provenance lm_eval would write for these settings (issue 22): the batch size and device used
+        assert (results["config"]["batch_size"], results["config"]["device"]) == (8, "cpu"), suite
         assert manifest["model"]["weights_sha256"] and manifest["packages"]["lm_eval"] == "0.4.13"
         assert manifest["seeds"]["fewshot"] == 1234 and manifest["limit"] == 2
         assert manifest["environment"]["torch_threads"] >= 1 and manifest["environment"]["cpu"]["torch_capability"]

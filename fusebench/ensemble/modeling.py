@@ -8,7 +8,9 @@ log-likelihood, rolling perplexity, greedy `generate()` -- reads the ensemble ex
 This file is self-contained (torch and transformers only): `save_ensemble` copies it into every ensemble directory
 as `modeling_fusebench_ensemble.py` and names it in config.json's `auto_map`, so
 `AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=True)` loads an ensemble in a Python that has never
-imported (or installed) fusebench. Keep it that way: no fusebench imports here.
+imported (or installed) fusebench. Keep it that way: no fusebench imports here. The tokenizer is the first
+member's: `AutoTokenizer.from_pretrained(dir, trust_remote_code=False)` loads it without this file (transformers
+reads config.json first and, with trust_remote_code unset, asks "[y/N]" for any custom architecture).
 """
 
 from __future__ import annotations

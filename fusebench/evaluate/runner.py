@@ -159,7 +159,9 @@ def run_plan(handle: ModelHandle, plan: TaskPlan, *, limit: int | None, cache_pa
     print(f"[fusebench eval] {len(task_names)} task(s): {', '.join(task_names)}", file=sys.stderr, flush=True)
     try:
         results = lm_eval.simple_evaluate(
-            model=handle.lm, tasks=task_names, task_manager=manager, limit=limit,
+            # batch_size and device only record (the model is built) what lm_eval's results would say (issue 22)
+            model=handle.lm, batch_size=getattr(handle.lm, "batch_size", None), device=handle.device,
+            tasks=task_names, task_manager=manager, limit=limit,
             use_cache=str(cache_path) if cache_path else None, bootstrap_iters=bootstrap_iters, log_samples=True,
             gen_kwargs=gen_kwargs, apply_chat_template=plan.chat_template and _has_chat_template(handle.lm),
             random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,

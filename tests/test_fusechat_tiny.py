@@ -19,8 +19,8 @@ EVALUATED = ("pivot", "fusechat-src_neox", "fusechat_varm", "fusechat_sce", "fus
 
 def small() -> list[str]:
     """Sizes only; models, fusion settings, merges and the evaluation are the recipe's."""
-    out = ["corpora.general.train_chars=40000", f"corpora.chat.files=[{ROOT / 'recipes/data/fusechat_tiny_chat.jsonl'}]",
-           "corpora.chat.train_chars=12000", "corpora.chat.test_chars=3000", "evaluate.limit=4",
+    out = ["corpora.general.train_chars=40000", "corpora.chat.train_chars=12000", "corpora.chat.test_chars=3000",
+           "evaluate.limit=4",
            f"evaluate.models=[{','.join(EVALUATED)}]"]
     out += [f"models.{m}.train.steps=3" for m in PRETRAINED]
     out += [f"models.{m}.train.batch_size=8" for m in CHAT_TUNED]
@@ -32,7 +32,7 @@ def test_fusechat_tiny_runs_end_to_end(tmp_path):
     assert main(["run", str(RECIPE), *small(), "--workdir", str(wd), "--results", str(tmp_path / "results"),
                  "--reports", str(tmp_path / "reports")]) == 0
     models = wd / "models"
-    [chunks] = [p for p in (wd / "cache" / "chunks").glob("chat.sp.128.epoch-*") if p.is_dir()]
+    [chunks] = [p for p in (wd / "cache" / "chunks").glob("chat.sp.512.epoch-*") if p.is_dir()]
     replies = [json.loads(line) for line in (chunks / "replies.jsonl").read_text().splitlines()]
     texts = [json.loads(line)[0] for line in (chunks / "chunks.jsonl").read_text().splitlines()]
     assert [r["text"] for r in replies] == texts and texts[0].startswith("### User:\n")

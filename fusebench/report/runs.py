@@ -114,7 +114,9 @@ def describe_words(words: pd.DataFrame) -> str:
             "Such cells enter no difference and no average.")
 
 
-def run_table(primary: pd.DataFrame, run_id: str, suite: str) -> tuple[Table, Table | None]:
+def run_table(primary: pd.DataFrame, run_id: str, suite: str,
+              pairs: list[tuple[str, str]] | None = None) -> tuple[Table, Table | None]:
+    """The run's table for one suite; `pairs` (method, control) overrides the Δ columns read from run.json."""
     rows = primary[(primary["run_id"] == run_id) & (primary["suite"] == suite)]
     models = _ordered_models(rows)
     tasks = sorted(rows["task"].unique())
@@ -149,7 +151,7 @@ def run_table(primary: pd.DataFrame, run_id: str, suite: str) -> tuple[Table, Ta
     for (task, model), cell in cells.items():
         if target and roles.get(model) not in NO_CHANGE_ROLES:
             cell.change = relative_change(cell.value, cells.get((task, target), Cell(None)).value)
-    pairs = controls_and_methods(rows)
+    pairs = controls_and_methods(rows) if pairs is None else pairs
     columns = list(models)
     by_seed = _rows_by_seed(rows)
     diffs, components = {}, {}

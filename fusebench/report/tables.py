@@ -132,7 +132,7 @@ def _paper_caption(spec: TableSpec) -> str:
             f"them (not rerun here). Metric: {metric}. Seeds and per-item errors: not reported, so no intervals. "
             f"In parentheses: relative change against {against}; "
             f"bold: the paper's best per {'task' if spec.layout == 'tasks_by_model' else 'benchmark'} "
-            f"({direction}).{note}")
+            f"({direction}).{note}" + (f" Source: {spec.source}" if spec.source else ""))
 
 
 # --- reproduced runs ------------------------------------------------------------------------------------------

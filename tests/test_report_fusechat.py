@@ -88,6 +88,10 @@ def test_fusechat_table_in_the_papers_order_with_paired_differences_and_a_separa
     assert "(seeds)" in cells[("Merge (VaRM): fusechat_varm", "gsm8k")]
     md = (out / "fusechat_fusechat_tiny_0123abcd_ppl_chat.md").read_text()
     assert "`fusechat_mt_bench`" in md and "Holm" in md
+    # the power sentence names this table's own design table, which exists and covers these comparisons
+    assert "`design_fusechat_fusechat_tiny_0123abcd_ppl_chat`" in md
+    header, _ = parse_markdown(out / "design_fusechat_fusechat_tiny_0123abcd_ppl_chat.md")
+    assert any("fusechat_varm − clm" in h for h in header)
 
     header, reported = parse_markdown(out / "fusechat_mt_bench.md")       # the separate reported block
     assert header == ["Model", "MT-Bench"]

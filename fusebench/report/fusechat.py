@@ -45,14 +45,19 @@ def groups(models: dict[str, dict]) -> list[tuple[str, str]]:
 
 
 def fusechat_table(primary: pd.DataFrame, run_id: str, suite: str, models: dict[str, dict],
-                   reported: bool) -> Table | None:
+                   reported: bool) -> list[Table]:
+    """The comparison table and, where the run has seeds or per-item scores, the power table of its comparisons."""
     rows = primary[(primary["run_id"] == run_id) & (primary["suite"] == suite)]
     present = set(rows["model"])
     layout = [(g, m) for g, m in groups(models) if m in present]
     controls = [m for g, m in layout if g == "CLM control"]
     control = controls[0] if controls else None
     fused = [m for g, m in layout if g.startswith(("Pairwise", "Merge", "FuseLLM"))]
-    base, _ = run_table(primary, run_id, suite, [(m, control) for m in fused] if control else [])
+    base, power = run_table(primary, run_id, suite, [(m, control) for m in fused] if control else [])
+    table_id = f"fusechat_{_slug(run_id)}_{_slug(suite)}"
+    if power is not None:   # this table's own comparisons' power, under its own id (the caption names it)
+        base.caption = base.caption.replace(f"`{power.id}`", f"`design_{table_id}`")
+        power.id = f"design_{table_id}"
     lines = base.rows
     delta = {line: f"Δ vs {control}: {line}" for line in lines}
     columns = lines + ([delta[line] for line in lines] if control else [])
@@ -71,9 +76,9 @@ def fusechat_table(primary: pd.DataFrame, run_id: str, suite: str, models: dict[
                "targets, FuseLLM-style multi-source fusion into the pivot, CLM control. The paper scores MT-Bench "
                "with a GPT-4 judge, which this run does not reproduce, so no reported number sits in these columns: "
                f"{where}, a separate table. " + base.caption)
-    return Table(f"fusechat_{_slug(run_id)}_{_slug(suite)}", f"FuseChat comparison, run {run_id} ({suite})",
-                 caption, "Model", row_labels, columns, cells, base.decimals, base.higher_is_better, "fusechat",
-                 [run_id])
+    table = Table(table_id, f"FuseChat comparison, run {run_id} ({suite})", caption, "Model", row_labels, columns,
+                  cells, base.decimals, base.higher_is_better, "fusechat", [run_id])
+    return [table] + ([power] if power is not None else [])
 
 
 def fusechat_tables(frame: pd.DataFrame, results: Path) -> list[Table]:
@@ -87,5 +92,5 @@ def fusechat_tables(frame: pd.DataFrame, results: Path) -> list[Table]:
         if not any(info.get("pairwise") for info in models.values()):
             continue
         for suite in sorted(set(primary.loc[primary["run_id"] == run_id, "suite"])):
-            tables.append(fusechat_table(primary, run_id, suite, models, reported))
+            tables += fusechat_table(primary, run_id, suite, models, reported)
     return tables

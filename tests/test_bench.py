@@ -5,7 +5,7 @@ import json
 import subprocess
 import sys
 
-from fusebench.bench import TARGETS
+from fusebench.bench import BENCH_DIR, TARGETS
 
 
 def test_bench_quick_reports_every_figure_with_equal_dtw_cost_and_a_compact_store():
@@ -49,3 +49,21 @@ def test_json_mode_keeps_library_chatter_off_stdout():
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == {"figure": 1.5}
     assert "Setting accelerator to CPU" in out.stderr and "raw fd write" in out.stderr
+
+
+def test_gpu_check_dry_run_writes_every_step_or_its_reason(tmp_path):
+    import os
+
+    env = {**os.environ, "OUT": str(tmp_path)}
+    proc = subprocess.run(["bash", "bench/gpu_check.sh", "--dry-run"], env=env, capture_output=True, text=True,
+                          timeout=300, cwd=BENCH_DIR.parent)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert got["device"] == "cpu (dry run)"
+    # every step either measured its figures or says why it was skipped, never both, never neither
+    steps = {"extraction", "fusion_step", "hf_vs_vllm", "fsdp_2stage"}
+    assert set(got["figures"]) | set(got["skipped"]) == steps
+    assert not set(got["figures"]) & set(got["skipped"])
+    assert got["figures"]["extraction"]["extraction_vs_forward_ratio"] > 0
+    assert got["figures"]["fusion_step"]["fusion_step_peak_memory_ratio"] > 0
+    assert "2" in got["skipped"]["fsdp_2stage"]

@@ -30,6 +30,8 @@ from fusebench.evaluate.manifest import package_versions, weights_sha256, write_
 
 SUITE = "chat_judge"
 NOT_JUDGED = "not judged"
+NO_RATING = "no parseable rating"     # judged, but no reply held a rating
+WORD_SCORES = (NOT_JUDGED, NO_RATING)  # scores that are words: reports print them, never as numbers
 
 JUDGE_PROMPT = """You are grading one reply of an AI assistant in a conversation with a user.
 Judge the final reply only: is it correct, helpful, relevant to the request, and as detailed as the request needs?
@@ -155,11 +157,11 @@ def summarise(records: list[dict], benchmark: str, judged: bool) -> dict:
     task = f"{SUITE}_{benchmark}"
     metrics: dict = {"alias": task, "turns,none": len(records)}
     if not judged:
-        metrics["score,none"] = NOT_JUDGED   # a string: the report skips it, it never becomes a number
+        metrics["score,none"] = NOT_JUDGED   # a word: the report prints it, it never becomes a number
     else:
         mean = sum(scores) / len(scores) if scores else math.nan
         var = sum((s - mean) ** 2 for s in scores) / (len(scores) - 1) if len(scores) > 1 else math.nan
-        metrics.update({"score,none": mean if scores else "no parseable rating",
+        metrics.update({"score,none": mean if scores else NO_RATING,
                         "score_stderr,none": math.sqrt(var / len(scores)) if len(scores) > 1 else "N/A",
                         "judged,none": len(scores), "unparseable,none": len(records) - len(scores)})
     return {"results": {task: metrics}, "higher_is_better": {task: {"score": True}},

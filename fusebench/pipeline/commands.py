@@ -235,8 +235,10 @@ def publish_results(recipe, runner: Runner, done: dict[str, Path], results: Path
                     manifest = json.loads(dest.read_text())
                     manifest["training_seed"] = seed
                     dest.write_text(json.dumps(manifest, indent=2))
+    pairwise = {member: group for group, members in recipe.pairwise_groups.items() for member in members}
     roles = {name: {"role": m.role, "kind": m.kind, "init": m.init, "teachers": m.teachers,
-                    "fusion": m.fusion.model_dump(by_alias=True) if m.fusion else None}
+                    "fusion": m.fusion.model_dump(by_alias=True) if m.fusion else None,
+                    "pairwise": pairwise.get(name), "merge": _merge_record(m.merge)}
              for name, m in recipe.models.items()}
     target = next((n for n, m in recipe.models.items() if m.role == "target"), None)
     from fusebench.pipeline.graph import seed_dependent
@@ -255,6 +257,14 @@ def publish_results(recipe, runner: Runner, done: dict[str, Path], results: Path
     staging.rename(run_dir)  # appears whole or not at all
     log.info("results published to %s", run_dir)
     return run_dir
+
+
+def _merge_record(merge) -> dict | None:
+    """A merge's method (mergekit's name for a mergekit block), members and base, for the report's FuseChat table."""
+    if merge is None:
+        return None
+    method = merge.mergekit["merge_method"] if merge.mergekit else merge.method
+    return {"method": method, "models": merge.models, "base": merge.base}
 
 
 def _training_records(done: dict[str, Path]) -> dict[str, dict]:

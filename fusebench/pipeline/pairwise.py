@@ -46,7 +46,7 @@ def expand_pairwise(data: Any) -> Any:
             spec["merge"] = {**spec["merge"], "models": members(spec["merge"].get("models"))}
         if isinstance(spec, dict) and "ensemble" in spec:
             spec["ensemble"] = members(spec["ensemble"])
-    out = {**data, "models": models}
+    out = {**data, "models": models, "pairwise_groups": groups}   # kept for run.json (reports group by it)
     if isinstance(data.get("evaluate"), dict) and "models" in data["evaluate"]:
         out["evaluate"] = {**data["evaluate"], "models": members(data["evaluate"]["models"])}
     return out

@@ -273,6 +273,8 @@ class Recipe(Strict):
     publish: bool = False
     # `train.*` at the top level (`fusebench run R train.lr=2e-5`): set in every trained model's `train:`
     train: dict[str, Any] = {}
+    # filled by the pairwise expansion (pairwise.py): group -> its models `<group>-<teacher>`; not written by hand
+    pairwise_groups: dict[str, list[str]] = {}
 
     @model_validator(mode="before")
     @classmethod

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from fusebench.errors import FusebenchError
 from fusebench.report import plots
+from fusebench.report.fusechat import fusechat_tables
 from fusebench.report.knowledge import knowledge_tables
 from fusebench.report.reported import REPORTED_RUN_ID, reported_specs
 from fusebench.report.render import FORMATS, write_table
@@ -42,6 +43,7 @@ def build_tables(results: Path) -> list[Table]:
     tables += run_tables(frame)
     tables += comparison_tables(frame, specs)
     tables += knowledge_tables(frame, results)
+    tables += fusechat_tables(frame, results)
     return tables
 
 
@@ -81,7 +83,7 @@ def write_index(tables: list[Table], written: dict[str, list[Path]], figures: di
              "reproduced ones from lm-eval runs in results/<run_id>/. Every table's .csv lists, per cell, the run "
              "and the file the number came from.", ""]
     sections = [("paper", "The paper's tables (reported)"), ("comparison", "Reported vs reproduced"),
-                ("run", "Reproduced runs"),
+                ("run", "Reproduced runs"), ("fusechat", "FuseChat comparison (the paper's layout, reproduced numbers)"),
                 ("knowledge", "Knowledge available (sources, teachers) and captured (each method)"), ("design", "Power of each comparison (what each run's design detects)")]
     for kind, heading in sections:
         chosen = [t for t in tables if t.kind == kind]
@@ -92,7 +94,7 @@ def write_index(tables: list[Table], written: dict[str, list[Path]], figures: di
             files = " ".join(f"[{p.suffix[1:]}]({p.name})" for p in written[t.id] + figures.get(t.id, []))
             sources = sorted({c.source_file for c in t.cells.values() if c.source_file and "(" not in c.source_file})
             provenance = {"paper": "reported", "run": "reproduced", "comparison": "reported + reproduced",
-                          "design": "reproduced", "knowledge": "reproduced"}[kind]
+                          "design": "reproduced", "knowledge": "reproduced", "fusechat": "reproduced"}[kind]
             runs = ", ".join(f"`{r}`" for r in t.runs)
             lines.append(f"| {t.title} | {files} | {provenance} (run {runs}) | "
                          f"{'; '.join(_relative(s, results) for s in sources[:6])}"

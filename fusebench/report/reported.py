@@ -57,6 +57,8 @@ class TableSpec(_Strict):
     columns: dict[str, ColumnSpec] = {}
     model_column: str | None = None
     select: dict[str, str] = {}
+    # where a table's numbers come from when that is not the manifest's `citation` (another paper)
+    source: str = ""
 
 
 class ReportedManifest(_Strict):

@@ -99,7 +99,24 @@ def describe_unsandboxed(rows: pd.DataFrame) -> str:
             "not comparable to sandboxed ones.")
 
 
-def run_table(primary: pd.DataFrame, run_id: str, suite: str) -> tuple[Table, Table | None]:
+def word_cells(words: pd.DataFrame, labels: dict[str, str], run_id: str) -> dict[tuple[str, str], Cell]:
+    """(task label, model) -> the word a score is (chat_judge's "not judged"): printed as it is, never a number."""
+    return {(labels[r.task], r.model): Cell(None, printed=r.text, run_id=run_id, source_file=r.source_file)
+            for r in words.drop_duplicates(["task", "model"]).itertuples()}
+
+
+def describe_words(words: pd.DataFrame) -> str:
+    if words.empty:
+        return ""
+    shown = " and ".join(f"'{w}'" for w in sorted(set(words["text"])))
+    return (f" A cell reading {shown} has no number: 'not judged' means no judge model was given, so the answers "
+            "were kept but not rated (no stand-in judge); 'no parseable rating' means no judge reply held a rating. "
+            "Such cells enter no difference and no average.")
+
+
+def run_table(primary: pd.DataFrame, run_id: str, suite: str,
+              pairs: list[tuple[str, str]] | None = None) -> tuple[Table, Table | None]:
+    """The run's table for one suite; `pairs` (method, control) overrides the Δ columns read from run.json."""
     rows = primary[(primary["run_id"] == run_id) & (primary["suite"] == suite)]
     models = _ordered_models(rows)
     tasks = sorted(rows["task"].unique())
@@ -109,10 +126,12 @@ def run_table(primary: pd.DataFrame, run_id: str, suite: str) -> tuple[Table, Ta
     up = bool(rows["higher_is_better"].iloc[0])
     metrics = sorted(rows["metric"].unique())
     unit = "domain" if set(metrics) <= PERPLEXITY_METRICS else "task"
-    per_seed = _per_seed(rows)
-    sources = rows.groupby(["task", "model"])["source_file"].agg(lambda f: ";".join(sorted(set(f)))).to_dict()
+    words, numbers = rows[rows["text"].notna()], rows[rows["text"].isna()]
+    per_seed = _per_seed(numbers)
+    sources = numbers.groupby(["task", "model"])["source_file"].agg(lambda f: ";".join(sorted(set(f)))).to_dict()
     cells: dict[tuple[str, str], Cell] = {(labels[t], m): _estimate_cell(*per_seed[(t, m)], run_id, sources[(t, m)])
                                           for t, m in per_seed}
+    cells.update(word_cells(words, labels, run_id))
     task_metric = dict(zip(rows["task"], rows["metric"]))
     row_labels = [labels[t] for t in tasks]
     lines = [(labels[t], [t]) for t in tasks]
@@ -132,7 +151,7 @@ def run_table(primary: pd.DataFrame, run_id: str, suite: str) -> tuple[Table, Ta
     for (task, model), cell in cells.items():
         if target and roles.get(model) not in NO_CHANGE_ROLES:
             cell.change = relative_change(cell.value, cells.get((task, target), Cell(None)).value)
-    pairs = controls_and_methods(rows)
+    pairs = controls_and_methods(rows) if pairs is None else pairs
     columns = list(models)
     by_seed = _rows_by_seed(rows)
     diffs, components = {}, {}
@@ -173,7 +192,7 @@ def run_table(primary: pd.DataFrame, run_id: str, suite: str) -> tuple[Table, Ta
                + describe_data(rows, suite, unit) + " " + describe_seeds(rows) + " "
                + (f"In parentheses: relative change against the run's target `{target}`. " if target else "")
                + describe_differences(pairs, bases) + describe_correction(diffs, primary)
-               + describe_unsandboxed(rows))
+               + describe_unsandboxed(rows) + describe_words(words))
     table = Table(f"run_{_slug(run_id)}_{_slug(suite)}", f"Run {run_id}: {metric_text} per {unit} ({suite})",
                   caption, unit.capitalize(), row_labels, columns, cells, 2 if is_percent else 4, up, "run", [run_id])
     power = design.design_table(table, diffs, components, primary, metrics[0], bool(is_percent))

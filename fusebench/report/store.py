@@ -29,6 +29,7 @@ import pandas as pd
 
 from fusebench.checksums import SEAL, check_sealed, seal
 from fusebench.errors import FusebenchError
+from fusebench.evaluate.chat_judge import WORD_SCORES
 from fusebench.evaluate.items import items_path, write_items
 from fusebench.report.reported import REPORTED_RUN_ID, reported_rows
 
@@ -39,7 +40,9 @@ COLUMNS = ["run_id", "provenance", "table", "model", "role", "method", "suite", 
            # original count, data source; and how the model was made (run.json), for paired comparisons
            "seed", "n_items", "n_original", "data_source", "init", "n_teachers",
            # true where generated code ran in the weaker `rlimits` mode, outside the sandbox (manifest code_sandbox)
-           "unsandboxed"]
+           "unsandboxed",
+           # a score that is a word (chat_judge's "not judged"): value is NaN, the table prints the word
+           "text"]
 
 # lm-eval reports these as fractions; the paper prints them in percent
 PERCENT_METRICS = {"acc", "acc_norm", "acc_mutual_info", "exact_match", "em", "f1", "contains", "mc1", "mc2"}
@@ -127,8 +130,8 @@ def lm_eval_rows(results: dict, *, run_id: str, model: str, suite: str, role: st
             if "," not in key or key.split(",", 1)[0].endswith("_stderr"):
                 continue
             metric, filter_name = key.split(",", 1)
-            value = _as_float(raw)
-            if math.isnan(value):
+            value, text = _as_float(raw), raw if raw in WORD_SCORES else None
+            if math.isnan(value) and text is None:
                 continue
             stderr = _as_float(metrics.get(f"{metric}_stderr,{filter_name}"))
             scale = 100.0 if is_percent_metric(metric) else 1.0
@@ -140,7 +143,7 @@ def lm_eval_rows(results: dict, *, run_id: str, model: str, suite: str, role: st
                 is_average=task in groups, unit="%" if scale == 100.0 else "", row_label=task, col_label=model,
                 printed=None, date=_as_float(results.get("date")), source_file=source_file, seed=None,
                 n_items=counts.get("effective"), n_original=counts.get("original"), data_source=None, init=None,
-                n_teachers=None))
+                n_teachers=None, text=text))
     return rows
 
 

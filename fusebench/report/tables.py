@@ -21,11 +21,12 @@ NO_CHANGE_ROLES = {"target", "source", "expert", "teacher", "base", "reference"}
 ROLE_ORDER = ["source", "expert", "teacher", "reference", "target", "base", "baseline", "fused"]
 # the metric a task is shown with: the first it has (BoolQ has no acc_norm, so it falls back to acc, as in the paper)
 METRIC_PREFERENCE = ["pass@1", "exact_match", "acc_norm", "acc", "f1", "bleu", "bits_per_byte", "byte_perplexity",
-                     "word_perplexity"]
+                     "word_perplexity", "score"]
 FILTER_PREFERENCE = ["none", "get-answer", "strict-match", "flexible-extract"]
 METRIC_LABELS = {"bits_per_byte": "bits per byte", "acc_norm": "accuracy (length-normalised, %)",
                  "acc": "accuracy (%)", "exact_match": "exact match (%)", "pass@1": "pass@1 (%)",
-                 "byte_perplexity": "byte perplexity", "word_perplexity": "word perplexity", "f1": "F1 (%)"}
+                 "byte_perplexity": "byte perplexity", "word_perplexity": "word perplexity", "f1": "F1 (%)",
+                 "score": "judge rating (1-10)"}
 
 
 @dataclass
@@ -131,7 +132,7 @@ def _paper_caption(spec: TableSpec) -> str:
             f"them (not rerun here). Metric: {metric}. Seeds and per-item errors: not reported, so no intervals. "
             f"In parentheses: relative change against {against}; "
             f"bold: the paper's best per {'task' if spec.layout == 'tasks_by_model' else 'benchmark'} "
-            f"({direction}).{note}")
+            f"({direction}).{note}" + (f" Source: {spec.source}" if spec.source else ""))
 
 
 # --- reproduced runs ------------------------------------------------------------------------------------------

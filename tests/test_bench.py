@@ -12,8 +12,11 @@ def test_bench_quick_reports_every_figure_with_equal_dtw_cost_and_a_compact_stor
     # README's `fusebench bench --json`, at the quick size (tests/test_docs_commands.py leaves it to this test)
     proc = subprocess.run([sys.executable, "-m", "fusebench.cli", "bench", "--json", "--quick"], capture_output=True,
                           text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
     results = json.loads(proc.stdout)
+    # the exit status says whether every target was met (a speed target may miss on a loaded machine): it must
+    # agree with the figures, whatever they are
+    assert proc.returncode == (0 if all(t["met"] for t in results["targets"].values()) else 1)
     for key in TARGETS:
         assert isinstance(results[key], float) and results[key] > 0, key
         assert results["targets"][key]["value"] == results[key]

@@ -1,21 +1,27 @@
-"""IFEval through lm-eval (`--suite ifeval`): hub data only, refused offline in one paragraph, rule-based scoring."""
+"""IFEval through lm-eval (`--suite ifeval`): google/IFEval online; offline, prompts written for fusebench
+(tests/test_ifeval_offline.py); rule-based scoring either way."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from fusebench.cli import main
 from fusebench.errors import FusebenchError
+from fusebench.evaluate.ifeval_offline import PROMPTS
 from fusebench.evaluate.suites import SuiteContext, plan_suite, task_datasets, task_yaml_paths
 
 
-def test_ifeval_with_packaged_data_is_refused_in_one_paragraph_with_exit_2(capsys, tmp_path, tiny_neox_dir):
-    assert main(["eval", str(tiny_neox_dir), "--suite", "ifeval", "--workdir", str(tmp_path / "w"),
-                 "--results", str(tmp_path / "r")]) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    assert "no registry package ships its 541 prompts" in err and "--data hub" in err
-    assert not (tmp_path / "r").exists()
+def test_ifeval_with_packaged_data_runs_the_written_prompts_under_their_own_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    for original_names in (False, True):  # `--tasks ifeval` too: the written prompts are never lm-eval's `ifeval`
+        ctx = SuiteContext(tmp_path / str(original_names), original_names=original_names)
+        plan = plan_suite("ifeval", ctx)
+        assert plan.tasks == {"ifeval": "ifeval_offline"} and plan.chat_template
+        assert task_datasets(plan) == {}  # no hub dataset
+        assert plan.data["ifeval"].path == PROMPTS and "not IFEval's prompts" in plan.data["ifeval"].source
+        text = task_yaml_paths(plan)["ifeval_offline"].read_text()
+        assert f"test: {json.dumps(str(PROMPTS))}" in text and "/ifeval/ifeval.yaml" in text
 
 
 def test_ifeval_online_while_the_hub_is_off_names_the_dataset(tmp_path, monkeypatch):

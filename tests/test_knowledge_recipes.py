@@ -15,22 +15,24 @@ from fusebench.pipeline.recipe import load_recipe
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
-def test_lambda_sweep_plans_fusellm_at_05_07_09_and_shares_every_other_stage_with_tiny(tmp_path, capsys):
+def test_lambda_sweep_plans_both_rules_at_05_07_09_and_shares_every_other_stage_with_tiny(tmp_path, capsys):
     assert main(["plan", str(RECIPES / "tiny_lambda.yaml"), "--workdir", str(tmp_path / "runs")]) == 0
     out = capsys.readouterr().out
-    for name in ("fusellm_l05", "fusellm_l07", "fusellm", "fusellm_oracle", "clm"):
+    for name in ("fusellm_l05", "fusellm_l07", "fusellm", "fusellm_per_byte_l05", "fusellm_per_byte_l07",
+                 "fusellm_per_byte", "clm"):
         assert f"model:{name} " in out and f"eval:{name}.perplexity" in out
     sweep = load_recipe(RECIPES / "tiny_lambda.yaml")
-    lambdas = {m.fusion.lam for n, m in sweep.models.items() if m.role == "fused" and m.fusion.function == "mince"}
-    assert lambdas == {0.5, 0.7, 0.9}
+    for rule in ("mince", "mince_per_byte"):
+        lambdas = {m.fusion.lam for m in sweep.models.values() if m.role == "fused" and m.fusion.function == rule}
+        assert lambdas == {0.5, 0.7, 0.9}, rule
     tiny = {s.id: s.key for s in build_stages(load_recipe(RECIPES / "tiny.yaml"))}
     swept = {s.id: s.key for s in build_stages(sweep)}
     # same corpora, sources, stores, alignments and CLM control: run in tiny's workdir, only the new λs train
     for sid, key in tiny.items():
         if not sid.startswith("eval:"):
             assert swept[sid] == key, sid
-    assert sorted(s for s in swept if s.startswith("model:") and s not in tiny) == ["model:fusellm_l05",
-                                                                                    "model:fusellm_l07"]
+    assert sorted(s for s in swept if s.startswith("model:") and s not in tiny) == [
+        "model:fusellm_l05", "model:fusellm_l07", "model:fusellm_per_byte_l05", "model:fusellm_per_byte_l07"]
 
 
 def test_tiny_has_the_oracle_and_per_byte_rows_beside_the_papers_mince():

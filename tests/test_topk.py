@@ -1,4 +1,5 @@
-"""The extraction's CPU top-k (fusebench/extract/topk.py) against torch.topk: same values and ids, a stated tie rule."""
+"""The extraction's CPU top-k and logsumexp (fusebench/extract/topk.py) against torch: same values and ids, a stated
+tie rule, a logsumexp as accurate as torch's float32 one."""
 
 from __future__ import annotations
 
@@ -9,18 +10,22 @@ from fusebench.extract import topk
 
 
 def _check(x: torch.Tensor, k: int) -> None:
-    v, i = topk.topk(x, k)
+    v, i, lse = topk.topk_logsumexp(x, k)
     ref = torch.topk(x, k, dim=-1)
     assert torch.equal(v, ref.values)                                         # the same values, in order
     assert torch.equal(x.gather(-1, i), v)                                    # ids that hold those values
     distinct = (ref.values[:, 1:] != ref.values[:, :-1]).all(-1)
     assert torch.equal(i[distinct], ref.indices[distinct])                    # without ties, torch's very ids
+    exact = torch.logsumexp(x.double(), -1, keepdim=True)
+    ours, torchs = (lse.double() - exact).abs(), (torch.logsumexp(x, -1, keepdim=True).double() - exact).abs()
+    assert float(ours.max()) <= max(4 * float(torchs.max()), 1e-6)            # as accurate as torch in float32
 
 
 @pytest.mark.parametrize("vocab", [2560, 4096, 4099, 50277])
 def test_blocked_top_k_equals_torch_topk(vocab):
     g = torch.Generator().manual_seed(vocab)
     _check(torch.randn(300, vocab, generator=g) * 3, 10)
+    _check(torch.randn(100, vocab, generator=g) * 30, 10)                     # wide logits: terms underflow
     # a trained LM's shape: a few large logits in a long flat tail, some rows sorted against the scan order
     x = torch.randn(200, vocab, generator=g)
     x[:, torch.randint(0, vocab, (20,), generator=g)] += 12
@@ -35,7 +40,8 @@ def test_ties_at_the_kth_place_keep_the_lowest_ids_and_equal_values_sort_by_id()
     x[1] = torch.randint(0, 3, (4096,), generator=torch.Generator().manual_seed(0)).float()
     x[2, :] = float("-inf")
     x[2, 4095] = 0.0
-    v, i = topk.topk(x, 10)
+    v, i, lse = topk.topk_logsumexp(x, 10)
+    assert lse[2, 0] == 0 and float(lse[0, 0]) == pytest.approx(float(torch.logsumexp(x[0], 0)), abs=1e-6)
     assert i[0].tolist() == [7, 900, 4000, 0, 1, 2, 3, 4, 5, 6]
     twos = (x[1] == 2).nonzero()[:, 0]
     assert i[1].tolist() == twos[:10].tolist() and v[1].tolist() == [2.0] * 10

@@ -7,10 +7,10 @@ and the main process finalises the store once every shard exists. Shards do not 
 
 Numerics: the forward pass runs in the model's dtype (bf16 on GPU by default, fp32 on CPU); the log-softmax is
 computed in float32 as logits - logsumexp(logits), the logsumexp as max + log(sum(exp(logits - max))). The top-k is
-taken on the float32 logits (the same order as on log-probs): on CPU by `topk.py` (exact, 1.6x faster than
-torch.topk there), which keeps the lowest ids among values tied at the k-th place; on GPU by `torch.topk`, which
-leaves that choice to its kernel. Either way slots are by descending log-prob and, among exactly equal values, by
-ascending id.
+taken on the float32 logits (the same order as on log-probs). On CPU (vocabularies >= 2560 at k = 10) both come from
+`topk.py`: an exact top-k that keeps the lowest ids among values tied at the k-th place, and an exp-sum whose
+polynomial exp is as accurate as torch's float32 one; on GPU from `torch.topk`, which leaves that tie to its kernel,
+and torch's exp. Either way slots are by descending log-prob and, among exactly equal values, by ascending id.
 """
 
 from __future__ import annotations
@@ -130,9 +130,12 @@ def distributions_of_batch(model, seqs: list[list[int]], top_k: int) -> list[Seq
         blocked = device.type == "cpu" and fast_topk.usable(vocab, top_k)
         for lo in range(0, b * length, rows):
             x = flat[lo:lo + rows].float()
-            v, i = fast_topk.topk(x, top_k) if blocked else torch.topk(x, top_k, dim=-1, sorted=True)
-            # logsumexp from the top-1 (the row max): ~4x faster on CPU than torch.logsumexp, same formula
-            lse = v[:, :1] + torch.sub(x, v[:, :1]).exp_().sum(dim=-1, keepdim=True).log_()
+            if blocked:
+                v, i, lse = fast_topk.topk_logsumexp(x, top_k)
+            else:
+                v, i = torch.topk(x, top_k, dim=-1, sorted=True)
+                # logsumexp from the top-1 (the row max): ~4x faster on CPU than torch.logsumexp, same formula
+                lse = v[:, :1] + torch.sub(x, v[:, :1]).exp_().sum(dim=-1, keepdim=True).log_()
             top_v[lo:lo + rows], top_i[lo:lo + rows] = v - lse, i
             gold[lo:lo + rows] = (x.gather(-1, nxt[lo:lo + rows]) - lse)[:, 0]
         # deterministic order among exactly equal values: ascending id, then a stable sort by descending value

@@ -54,7 +54,7 @@ class CorpusSpec(Strict):
     test_chars: int = Field(200_000, gt=0)
     # tiny_world: score each held-out document in passages of at most this many characters (data/corpora.py)
     test_passage_chars: int | None = Field(None, gt=0)
-    # tiny_world: drop held-out texts sharing a line with any training text, and repeats (data/corpora.py)
+    # tiny_world: drop held-out texts sharing a line or sentence with any training text, and repeats (corpora.py)
     decontaminate: bool = False
     seed: Seed = 0
 

@@ -123,8 +123,9 @@ def _table(run_id: str, rows: pd.DataFrame, models: dict[str, dict]) -> Table | 
     caption = (f"Knowledge available in run {run_id}: each source's / teacher's bits per byte minus the target's "
                f"({target}) per domain (negative: it knows more than the target there). Knowledge captured: "
                "(method − control) as a share of (best of the method's teachers − control), with both differences "
-               f"in brackets (no share where that room is under {MIN_ROOM} bits per byte, within seed noise); seeded models as their mean over seeds. The average row is the equal-weight mean over "
-               "the domains; its best teacher is the mean of the per-domain bests.")
+               f"in brackets (no share where that room is under {MIN_ROOM} bits per byte, within seed noise); "
+               "seeded models as their mean over seeds. The average row is the equal-weight mean over the domains; "
+               "its best teacher is the mean of the per-domain bests.")
     return Table(f"knowledge_{_slug(run_id)}", f"{run_id}: knowledge available and captured (bits per byte)",
                  caption, "domain", domains, columns, cells, 4, False, "knowledge", [run_id])
 

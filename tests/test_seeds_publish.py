@@ -86,6 +86,15 @@ def test_two_seed_smoke_run_trains_twice_tabulates_paired_intervals_and_leaves_t
     assert "Student-t interval over paired seeds" in table
     for fact in ("Data:", "Documents scored per domain: ppl_code 1", "bits per byte"):
         assert fact in table
+    # a recipe that includes this one under another name (as tiny_lambda.yaml includes tiny.yaml) shares its cached
+    # evaluations, which sit under the name of the recipe that ran them: it publishes them (crashed before)
+    alias = tmp_path / "smoke_alias.yaml"
+    alias.write_text(f"include: {SMOKE}\nname: smoke_alias\n")
+    assert main(["run", str(alias), "seeds=[0,1]", "evaluate.perplexity_corpora=[code]", "--workdir", str(work)]) == 0
+    (alias_dir,) = (work / "results").glob("smoke_alias-*")
+    assert (alias_dir / "clm" / "seed-1" / "perplexity.json").read_bytes() == (
+        run_dir / "clm" / "seed-1" / "perplexity.json").read_bytes()
+    assert _snapshot(*watched) == before
 
 
 def test_publish_flag_and_recipe_key_choose_the_repo_dirs(tmp_path):

@@ -226,8 +226,10 @@ def publish_results(recipe, runner: Runner, done: dict[str, Path], results: Path
     for sid, path in evals.items():
         seed = runner.stages[sid].config.get("seed")     # set for seed-dependent models only (graph.py)
         for f in [*path.rglob("*.json"), *path.rglob("*.items.json.gz")]:
-            if f.name not in (".stage.json", SEAL):  # evaluate_model writes <recipe>/<model>/<suite>(.manifest|.items).json(.gz)
-                rel = f.relative_to(path).relative_to(recipe.name)
+            if f.name not in (".stage.json", SEAL):
+                # evaluate_model writes <recipe>/<model>/<suite>(.manifest|.items).json(.gz), under the name of the
+                # recipe whose run computed the stage: another recipe including this one may have (same stage key)
+                rel = Path(*f.relative_to(path).parts[1:])
                 dest = staging / (rel if seed is None else rel.parent / f"seed-{seed}" / rel.name)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(f, dest)

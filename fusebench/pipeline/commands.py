@@ -22,7 +22,7 @@ from pathlib import Path
 from fusebench.checksums import SEAL, seal
 from fusebench.errors import FusebenchError
 from fusebench.launch import describe as describe_launch
-from fusebench.launch import log_launch, preflight_backend
+from fusebench.launch import end_process_group, log_launch, preflight_backend
 from fusebench.pipeline.graph import build_stages
 from fusebench.pipeline.recipe import load_recipe
 from fusebench.pipeline.runner import Runner
@@ -154,6 +154,7 @@ def run(args) -> int:
         log.info(train_override_line(recipe))
     start = time.time()
     done = runner.run(args.only)
+    end_process_group()                         # the stages' collectives are done; publishing needs none
     if int(os.environ.get("RANK", "0")) != 0:  # under a launch the main process publishes; others would race it
         return 0
     link_models(workdir, done)

@@ -123,9 +123,9 @@ def describe() -> Launch:
 def end_process_group() -> None:
     """Leave the launch's process group, on every rank, once the run's last collective is behind it. Left alive, gloo's
     worker threads can abort the interpreter's exit ("terminate called without an active exception", SIGABRT, exit
-    -6): a rank that returned early while the main process published failed so in 1 of 8 full CI runs of the
-    fusechat DDP rehearsal, after all its stages had finished. Not called on an error: a rank still waiting in a
-    collective would hang."""
+    -6): a rank that returned early while the main process published failed so once in a full CI run of the
+    fusechat DDP rehearsal, after all its stages had finished (7 runs of that test alone passed). Not called on an
+    error: a rank still waiting in a collective would hang."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

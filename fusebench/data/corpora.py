@@ -199,9 +199,9 @@ def _units(text: str) -> Iterator[str]:
     return (u for u in itertools.chain(lines, sentences) if len(u) >= _UNIT_CHARS)
 
 
-def training_units(seed: int) -> set[str]:
-    """Every unit (line or sentence, >= 30 characters) of a training-pool document of any tiny-world domain."""
-    return {unit for name in DOMAINS for pool, docs in _pools(name, seed).items() if pool != "test"
+def training_units(pools_by_domain: dict[str, dict[str, list[str]]]) -> set[str]:
+    """Every unit (line or sentence, >= 30 characters) of a training-pool document of the given domains' pools."""
+    return {unit for pools in pools_by_domain.values() for pool, docs in pools.items() if pool != "test"
             for doc in docs for unit in _units(doc)}
 
 
@@ -225,11 +225,13 @@ def tiny_world_splits(domain: str, seed: int, train_chars: int, test_chars: int,
     """The train and test documents of one tiny-world corpus (test documents cut into passages of at most
     `passage_chars` characters where given, and decontaminated where asked), and provenance for its manifest."""
     names = list(DOMAINS) if domain in MIXES else [domain]
-    train_units = training_units(seed) if decontaminate else None
+    # each domain's documents are read and pooled once: decontamination needs every domain's training pools
+    pools_by_domain = {name: _pools(name, seed) for name in (DOMAINS if decontaminate else names)}
+    train_units = training_units(pools_by_domain) if decontaminate else None
     train, test, sources = [], [], []
     for name in names:
         dom = DOMAINS[name]
-        pools = _pools(name, seed)
+        pools = pools_by_domain[name]
         pool = domain if domain in MIXES else "domain"
         share = len(names)  # the general mix takes an equal share from each domain
         train += _take(iter(pools[pool]), train_chars // share)

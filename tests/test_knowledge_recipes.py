@@ -104,3 +104,35 @@ def test_the_leaderboards_whole_document_test_splits_are_unchanged(tmp_path):
         write_corpus(tmp_path / spec.domain, ["(train not compared)"], test, {})
         manifest = json.loads((tmp_path / spec.domain / "manifest.json").read_text())
         assert manifest["splits"]["test"]["sha256"] == task["sha256"]       # the very file the board pins
+
+
+def test_each_test_passage_is_traced_to_the_held_out_document_it_was_cut_from(tmp_path):
+    """The clusters a report needs (passages of one source document are not independent): every passage lies in
+    the document it is traced to, a corpus of whole documents has none, and a test file of other text is refused."""
+    from fusebench.data import corpora
+    from fusebench.data.provenance import corpus_clusters
+    from fusebench.errors import FusebenchError
+    from fusebench.jsonl import read_jsonl
+
+    recipe = load_recipe(RECIPES / "tiny.yaml")
+    spec = recipe.corpora["code"].model_copy(update={"test_chars": 60_000})
+    _, test, prov = corpora.tiny_world_splits("code", spec.seed, 0, spec.test_chars, spec.test_passage_chars, True)
+    corpora.write_corpus(tmp_path / "code", ["unused"], test, prov)
+    record = corpus_clusters(spec, tmp_path / "code")
+    held_out = corpora._pools("code", spec.seed)["test"]
+    assert len(record["of_doc"]) == len(test) == record["documents"]
+    assert all(passage in held_out[int(owner.split("/")[1])] for passage, owner in zip(test, record["of_doc"]))
+    assert 2 <= record["clusters"] < len(test) / 3          # 1000-character passages of whole modules
+    assert record["test_sha256"] == corpora.hashlib.sha256((tmp_path / "code" / "test.jsonl").read_bytes()
+                                                           ).hexdigest()
+    assert corpus_clusters(spec.model_copy(update={"test_passage_chars": None}), tmp_path / "code") is None
+    rows = read_jsonl(tmp_path / "code" / "test.jsonl")
+    corpora.write_corpus(tmp_path / "edited", ["unused"], [r["text"] for r in rows[:-1]] + ["not from any module"],
+                         prov)
+    with pytest.raises(FusebenchError, match="1 of .* test passages"):
+        corpus_clusters(spec, tmp_path / "edited")
+    # publishing records them per lm-eval task, for the corpora scored in passages only
+    from fusebench.pipeline.commands import _clusters
+
+    whole = recipe.model_copy(update={"corpora": {**recipe.corpora, "code": spec}})
+    assert _clusters(whole, {"corpus:code": tmp_path / "code", "model:clm": tmp_path}) == {"ppl_code": record}

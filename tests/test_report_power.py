@@ -127,14 +127,16 @@ def _bpb_items(rng, counts, level, seed_shift, doc_effect):
     return [[-float(x), int(c)] for x, c in zip(nats, counts)]
 
 
-def _write_seeded_run(root, rng):
-    """A published run of 4 seeds × 2 domains whose evaluations kept per-item scores (as `fusebench run` writes)."""
+def _write_seeded_run(root, rng, passages_per_source=1):
+    """A published run of 4 seeds × 2 domains whose evaluations kept per-item scores (as `fusebench run` writes);
+    the method's effect per document is shared by `passages_per_source` consecutive documents."""
     import json
 
     from fusebench.evaluate.items import aggregate, write_items
     run = root / "toy-0123abcd"
     domains = {"ppl_code": rng.integers(300, 3000, 40), "ppl_law": rng.integers(300, 3000, 60)}
-    doc_effect = {d: rng.normal(0, 0.02, len(c)) for d, c in domains.items()}
+    doc_effect = {d: rng.normal(0, 0.02, len(c))[np.arange(len(c)) // passages_per_source]
+                  for d, c in domains.items()}
     models = {"target": {"role": "target", "init": None, "teachers": []},
               "clm": {"role": "baseline", "init": "target", "teachers": []},
               "fusellm": {"role": "fused", "init": "target", "teachers": ["a", "b"]}}
@@ -207,3 +209,92 @@ def test_report_intervals_carry_seed_and_document_variance_with_holm_and_power(t
         (stats.t.ppf(0.975, df) + stats.t.ppf(0.8, df)) * math.sqrt(var), abs=6e-5)
     # σ doc ≈ 0.02 over 100 documents: no number of seeds resolves 0.002 here, and the table says why
     assert "more documents needed" in design[("Avg. 2 domains", "seeds for 0.002 fusellm − clm")]
+
+
+# --- documents clustered by the source document they were cut from ------------------------------------------------
+
+def nested(rng, s, files, per_file, sd_seed, sd_file, sd_doc, sd_res, mu=0.0):
+    """Passages of `files` source documents (per_file each): a file effect shared by its passages."""
+    file_of = np.repeat(np.arange(files), per_file)
+    u = (mu + rng.normal(0, sd_seed, (s, 1)) + rng.normal(0, sd_file, files)[file_of][None, :]
+         + rng.normal(0, sd_doc, (1, files * per_file)) + rng.normal(0, sd_res, (s, files * per_file)))
+    return u, file_of
+
+
+def test_every_document_its_own_cluster_is_exactly_the_anova():
+    rng = np.random.default_rng(11)
+    u = crossed(rng, 6, 50, 0.001, 0.004, 0.003)
+    plain, clustered = crossed_components(u), crossed_components(u, [f"d{i}" for i in range(50)])
+    assert clustered.ms == pytest.approx(plain.ms, rel=1e-12)
+    assert clustered.var_mean() == pytest.approx(plain.var_mean(), rel=1e-12)
+    assert clustered.df() == pytest.approx(plain.df(), rel=1e-12)
+
+
+def test_cluster_robust_document_term_equals_statsmodels_clustered_standard_error():
+    rng = np.random.default_rng(12)
+    u, file_of = nested(rng, 5, 14, 15, 0.001, 0.01, 0.004, 0.003)
+    comp = crossed_components(u, file_of)
+    cols = u.mean(axis=0)
+    fit = sm.OLS(cols, np.ones((len(cols), 1))).fit(cov_type="cluster", cov_kwds={"groups": file_of})
+    s, n = u.shape
+    assert comp.ms[1] / (s * n) == pytest.approx(float(fit.bse[0]) ** 2, rel=1e-10)
+    assert comp.n_clusters == 14 and comp.df() < 14
+
+
+def test_clustered_interval_covers_when_passages_share_their_source_and_the_plain_one_does_not():
+    """Monte Carlo of new seeds and new source files: 20 files of 10 passages, a file effect as large as the
+    passages' own (the code domain's design effect)."""
+    rng = np.random.default_rng(13)
+    covered_cl = covered_plain = 0
+    reps = 1000
+    for _ in range(reps):
+        u, file_of = nested(rng, 8, 20, 10, 0.001, 0.004, 0.004, 0.003, mu=0.002)
+        for clusters in (file_of, None):
+            low, high = crossed_test(u, clusters)[0].interval()
+            if clusters is None:
+                covered_plain += low <= 0.002 <= high
+            else:
+                covered_cl += low <= 0.002 <= high
+    assert abs(covered_cl / reps - 0.95) < 0.025
+    assert covered_plain / reps < 0.85
+
+
+def test_report_clusters_a_runs_passages_by_their_source_document(tmp_path):
+    """clusters.json beside a run widens its intervals to the source documents and says so; one that describes
+    another test file is refused."""
+    import json
+
+    from fusebench.cli import main
+    from fusebench.errors import FusebenchError
+    from fusebench.report import paired
+    from tests.test_seeds_publish import _cells
+
+    domains, items = _write_seeded_run(tmp_path / "results", np.random.default_rng(7), passages_per_source=5)
+    run = tmp_path / "results" / "toy-0123abcd"
+
+    def interval(out):
+        assert main(["report", "--results", str(tmp_path / "results"), "--out", str(out), "--format", "md"]) == 0
+        path = out / "run_toy_0123abcd_perplexity.md"
+        cell = _cells(path)[("Avg. 2 domains", "Δ fusellm − clm")]
+        low, high = (float(x) for x in cell.split("[")[1].rstrip("]").split(","))
+        return high - low, path.read_text()
+
+    plain, _ = interval(tmp_path / "plain")
+    record = {d: {"test_sha256": f"sha-{d}", "of_doc": [f"file{i // 5}" for i in range(len(c))]}
+              for d, c in domains.items()}
+    (run / "clusters.json").write_text(json.dumps(record))
+    for manifest in run.rglob("perplexity.manifest.json"):
+        data = json.loads(manifest.read_text())
+        data["tasks"] = {d: {"lm_eval_task": d, "data": {"sha256": f"sha-{d}"}} for d in domains}
+        manifest.write_text(json.dumps(data))
+    seal(run)
+    paired.clear_cache()
+    width, text = interval(tmp_path / "clustered")
+    assert width > 1.5 * plain    # the method's effect is shared by the 5 passages of a source
+    assert "Passages from source documents: ppl_code 40 from 8, ppl_law 60 from 12" in text
+    record["ppl_law"]["test_sha256"] = "sha-other"
+    (run / "clusters.json").write_text(json.dumps(record))
+    seal(run)
+    paired.clear_cache()
+    with pytest.raises(FusebenchError, match="does not describe the test documents"):
+        paired.document_clusters(str(run / "clm" / "seed-0" / "perplexity.json"), "ppl_law", tuple(range(60)))

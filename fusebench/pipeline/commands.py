@@ -256,10 +256,28 @@ def publish_results(recipe, runner: Runner, done: dict[str, Path], results: Path
     from fusebench.report.knowledge import write_knowledge
 
     write_knowledge(staging, roles, target)     # each source's / teacher's gap to the target, printed and kept
+    clusters = _clusters(recipe, done)
+    if clusters:                                # which source document each test passage was cut from
+        (staging / "clusters.json").write_text(json.dumps(clusters, indent=1))
     seal(staging)  # exactly these files, checked before anything reads them (fusebench/checksums.py)
     staging.rename(run_dir)  # appears whole or not at all
     log.info("results published to %s", run_dir)
     return run_dir
+
+
+def _clusters(recipe, done: dict[str, Path]) -> dict[str, dict]:
+    """lm-eval task (`ppl_<corpus>`, evaluate/suites.py) -> the source document of each test document, for the
+    corpora scored in passages (fusebench/data/provenance.py); the report clusters their intervals by it."""
+    from fusebench.data.provenance import corpus_clusters
+
+    out = {}
+    for sid, path in sorted(done.items()):
+        kind, _, name = sid.partition(":")
+        spec = recipe.corpora.get(name) if kind == "corpus" else None
+        record = corpus_clusters(spec, path) if spec is not None else None
+        if record is not None:
+            out[f"ppl_{name}"] = record
+    return out
 
 
 def _merge_record(merge) -> dict | None:

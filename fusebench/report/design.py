@@ -44,14 +44,14 @@ def seeds_items_difference(method: list[dict], control: list[dict], seeds: list
     the same ≥ 2 documents of every task (then the seed-only interval stands)."""
     if len(seeds) < 2:
         return None
-    parts = []
-    for m_by_seed, c_by_seed in zip(method, control, strict=True):
-        rows, order = [], None
+    parts, clusters = [], []
+    for t, (m_by_seed, c_by_seed) in enumerate(zip(method, control, strict=True)):
+        rows, order, first = [], None, None
         for s in seeds:
             m, c = m_by_seed.get(s), c_by_seed.get(s)
             if m is None or c is None or m.metric != c.metric:
                 return None
-            order = order or c.doc_ids
+            order, first = order or c.doc_ids, first or c
             row = _row(m, c, m.metric, order)
             if row is None:
                 return None
@@ -59,8 +59,13 @@ def seeds_items_difference(method: list[dict], control: list[dict], seeds: list
         if len(order) < 2:
             return None
         parts.append(np.vstack(rows))
+        by_doc = dict(zip(first.doc_ids, first.clusters)) if first.clusters else None
+        clusters += [f"{t}:{by_doc[d]}" if by_doc else f"{t}:doc:{d}" for d in order]
     u = parts[0] if len(parts) == 1 else stack_domains(parts)
-    test, comp = crossed_test(u)
+    clustered = any(p.clusters for by_seed in control for p in by_seed.values() if p is not None)
+    if clustered and len(set(clusters)) < 2:    # one source document: no document variance to estimate
+        return None
+    test, comp = crossed_test(u, clusters if clustered else None)
     low, high = test.interval()
     return Difference(test.mean, low, high, len(seeds), "seeds×items", u.shape[1], se=test.se, df=test.df), comp
 
@@ -117,8 +122,9 @@ def design_table(run: Table, diffs: dict[tuple[str, str], Difference], component
                     text = "— (seed variance not measured: one seed or no per-item scores)"
                 else:
                     need = seeds_needed(comp, target, alpha=alpha)
+                    units = f", {comp.n_clusters} source documents" if comp.n_clusters else ""
                     text = (f"{need} (σ seed {math.sqrt(comp.seed):.4g}, σ doc {math.sqrt(comp.doc):.4g}, "
-                            f"σ res {math.sqrt(comp.res):.4g})" if need else
+                            f"σ res {math.sqrt(comp.res):.4g}{units})" if need else
                             f"none ≤ 256: document variance alone exceeds it (σ doc {math.sqrt(comp.doc):.4g}); "
                             "more documents needed")
                 cells[(row, seeds_col)] = Cell(float(need) if comp and need else None, printed=text,

@@ -18,6 +18,10 @@ fusebench/evaluate/runner.py):
 
 A task's interval uses the t quantile with n − 1 degrees of freedom; an average over tasks (independent documents)
 is the mean of the task differences, variance Σ var_t / k², with Welch–Satterthwaite degrees of freedom.
+
+Where the run records which source document each test document was cut from (`clusters.json`, written when a corpus
+is scored in passages: fusebench/data/provenance.py), the z_i are summed per cluster first: var = G / (G − 1) ·
+Σ_g (Σ_{i∈g} z_i)², the cluster-robust (sandwich) variance, with G − 1 degrees of freedom (G clusters).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class ItemScores:
     doc_ids: tuple
     values: tuple
     scale: float            # 100 where the table prints percent
+    clusters: tuple | None = None   # each document's source document (clusters.json), None: independent documents
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ class TaskDifference:
     mean: float
     var: float               # variance of the difference (delta method)
     n: int                   # items paired
+    units: int | None = None  # independent units (clusters) where the documents are clustered, else n
 
 
 @lru_cache(maxsize=256)
@@ -76,8 +82,35 @@ def _load(source_file: str) -> dict | None:
                              "wrote it, or delete it (the report then uses the independent interval).") from None
 
 
+@lru_cache(maxsize=64)
+def _run_clusters(run_dir: str) -> dict:
+    path = Path(run_dir) / "clusters.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def document_clusters(source_file: str, task: str, doc_ids: tuple) -> tuple | None:
+    """Each document's cluster for `task` of the run holding `source_file`, None when the run records none. The
+    record must describe the very test file the evaluation scored (its sha256 in the evaluation's manifest)."""
+    src = Path(source_file)
+    run_dir = next((p for p in src.parents if (p / "run.json").exists()), None)
+    record = _run_clusters(str(run_dir)).get(task) if run_dir is not None else None
+    if not record:
+        return None
+    manifest = src.with_name(src.name.removesuffix(".json") + ".manifest.json")
+    tasks = json.loads(manifest.read_text()).get("tasks", {}) if manifest.exists() else {}
+    scored = [(t.get("data") or {}).get("sha256") for t in tasks.values() if t.get("lm_eval_task") == task]
+    of_doc = record.get("of_doc") or []
+    if scored != [record.get("test_sha256")] or not all(str(d).isdigit() and int(d) < len(of_doc)
+                                                          for d in doc_ids):
+        raise FusebenchError(f"{run_dir / 'clusters.json'} does not describe the test documents that {manifest} "
+                             f"scored for {task} (another test file's sha256, or other document ids): it is not "
+                             "this run's record. Publish the run again from its workdir.")
+    return tuple(of_doc[int(d)] for d in doc_ids)
+
+
 def clear_cache() -> None:
     _load.cache_clear()
+    _run_clusters.cache_clear()
 
 
 def item_scores(source_file: str, task: str, metric: str, filter_name: str, value: float,
@@ -95,7 +128,8 @@ def item_scores(source_file: str, task: str, metric: str, filter_name: str, valu
     if recomputed is None or not math.isclose(recomputed * scale, value, rel_tol=1e-9, abs_tol=1e-12):
         return None
     return ItemScores(metric, tuple(map(str, doc_ids)), tuple(tuple(v) if isinstance(v, list) else v
-                                                             for v in values), scale)
+                                                             for v in values), scale,
+                      document_clusters(source_file, task, tuple(doc_ids)))
 
 
 def task_difference(method: ItemScores, control: ItemScores) -> TaskDifference | None:
@@ -124,7 +158,15 @@ def task_difference(method: ItemScores, control: ItemScores) -> TaskDifference |
         d = [method.scale * (a - b) for a, b in zip(m, c)]
         mean = sum(d) / n
         z = [(x - mean) / n for x in d]
-    return TaskDifference(mean, n / (n - 1) * sum(x * x for x in z), n)
+    if control.clusters is None:
+        return TaskDifference(mean, n / (n - 1) * sum(x * x for x in z), n)
+    sums: dict = {}
+    for k, x in zip((control.clusters[order[d]] for d in method.doc_ids), z):
+        sums[k] = sums.get(k, 0.0) + x
+    g = len(sums)
+    if g < 2:
+        return None
+    return TaskDifference(mean, g / (g - 1) * sum(x * x for x in sums.values()), n, g)
 
 
 def combine(parts: list[TaskDifference]) -> Difference:
@@ -135,7 +177,7 @@ def combine(parts: list[TaskDifference]) -> Difference:
     n_items = sum(p.n for p in parts)
     if var == 0:
         return Difference(mean, mean, mean, 1, "items", n_items, se=0.0, df=math.inf)
-    df = sum(p.var for p in parts) ** 2 / sum(p.var ** 2 / (p.n - 1) for p in parts)
+    df = sum(p.var for p in parts) ** 2 / sum(p.var ** 2 / ((p.units or p.n) - 1) for p in parts)
     half = stats.t.ppf(0.975, df) * math.sqrt(var)
     return Difference(mean, mean - half, mean + half, 1, "items", n_items, se=math.sqrt(var), df=df)
 

@@ -189,7 +189,8 @@ def run_table(primary: pd.DataFrame, run_id: str, suite: str,
     is_percent = (rows["unit"] == "%").all()
     caption = (f"Reproduced run `{run_id}`, suite `{suite}`" + (f" (tasks `{pattern}`)" if pattern else "")
                + f". Metric: {metric_text}, {'higher' if up else 'lower'} is better. "
-               + describe_data(rows, suite, unit) + " " + describe_seeds(rows) + " "
+               + describe_data(rows, suite, unit) + describe_clusters(by_seed, tasks) + " " + describe_seeds(rows)
+               + " "
                + (f"In parentheses: relative change against the run's target `{target}`. " if target else "")
                + describe_differences(pairs, bases) + describe_correction(diffs, primary)
                + describe_unsandboxed(rows) + describe_words(words))
@@ -224,6 +225,21 @@ def describe_data(rows: pd.DataFrame, suite: str, unit: str) -> str:
             shown.append(f"{task} {int(n)}" + (f" of {int(total)}" if total and total == total and total != n else ""))
     what = "documents" if unit == "domain" else "items"
     return f"{text}. {what.capitalize()} scored per {unit}: {', '.join(shown)}."
+
+
+def describe_clusters(by_seed: dict, tasks: list[str]) -> str:
+    """Which tasks' documents are passages clustered by the source document they were cut from (clusters.json)."""
+    shown = []
+    for task in tasks:
+        model, rows = next(((m, r) for (t, m), r in by_seed.items() if t == task), (None, {}))
+        items = _items(by_seed, task, model, next(iter(rows))) if rows else None
+        if items is not None and items.clusters:
+            shown.append(f"{task} {len(items.doc_ids)} from {len(set(items.clusters))}")
+    if not shown:
+        return ""
+    return (" The documents are passages cut from longer held-out documents, so intervals treat each source "
+            "document as one independent unit (cluster-robust document variance, df from the number of source "
+            f"documents; fusebench/report/power.py). Passages from source documents: {', '.join(shown)}.")
 
 
 def describe_seeds(rows: pd.DataFrame) -> str:

@@ -121,7 +121,7 @@ def test_each_test_passage_is_traced_to_the_held_out_document_it_was_cut_from(tm
     record = corpus_clusters(spec, tmp_path / "code")
     held_out = corpora._pools("code", spec.seed)["test"]
     assert len(record["of_doc"]) == len(test) == record["documents"]
-    assert all(passage in held_out[int(owner.split("/")[1])] for passage, owner in zip(test, record["of_doc"]))
+    assert all(passage in held_out[int(owner.split("/")[2])] for passage, owner in zip(test, record["of_doc"]))
     assert 2 <= record["clusters"] < len(test) / 3          # 1000-character passages of whole modules
     assert record["test_sha256"] == corpora.hashlib.sha256((tmp_path / "code" / "test.jsonl").read_bytes()
                                                            ).hexdigest()

@@ -259,6 +259,18 @@ def test_clustered_interval_covers_when_passages_share_their_source_and_the_plai
     assert covered_plain / reps < 0.85
 
 
+def test_text_scored_in_two_tasks_is_one_cluster_of_their_average():
+    """The general mix scores passages the domains score too: its average counts them once when they share a
+    cluster, and would halve the document variance if each task's copy counted as independent."""
+    rng = np.random.default_rng(14)
+    p = crossed(rng, 8, 100, 0.0005, 0.01, 0.001)
+    labels = [f"doc{i}" for i in range(100)]
+    alone = crossed_components(p, labels).var_mean()
+    twice = stack_domains([p, p])
+    assert crossed_components(twice, labels + labels).var_mean() == pytest.approx(alone, rel=0.01)
+    assert crossed_components(twice, labels + [x + "'" for x in labels]).var_mean() < 0.6 * alone
+
+
 def test_report_clusters_a_runs_passages_by_their_source_document(tmp_path):
     """clusters.json beside a run widens its intervals to the source documents and says so; one that describes
     another test file is refused."""
@@ -280,7 +292,7 @@ def test_report_clusters_a_runs_passages_by_their_source_document(tmp_path):
         return high - low, path.read_text()
 
     plain, _ = interval(tmp_path / "plain")
-    record = {d: {"test_sha256": f"sha-{d}", "of_doc": [f"file{i // 5}" for i in range(len(c))]}
+    record = {d: {"test_sha256": f"sha-{d}", "of_doc": [f"{d}/file{i // 5}" for i in range(len(c))]}
               for d, c in domains.items()}
     (run / "clusters.json").write_text(json.dumps(record))
     for manifest in run.rglob("perplexity.manifest.json"):

@@ -19,14 +19,16 @@ from fusebench.errors import FusebenchError
 
 
 def passage_sources(domain: str, seed: int, passage_chars: int, test: list[str]) -> list[str]:
-    """The source document of each test passage ("code/7": the 8th document of code's test pool), in order. A
-    passage that occurs in several documents belongs to the first, as decontamination keeps the first occurrence."""
+    """The source document of each test passage ("code/s0/7": the 8th document of code's test pool under split
+    seed 0), in order: ids name one document across corpora, so the general mix's passages (cut from the same
+    held-out documents as the domains') share their clusters with the domains'. A passage that occurs in several
+    documents belongs to the first, as decontamination keeps the first occurrence."""
     names = list(corpora.DOMAINS) if domain in corpora.MIXES else [domain]
     owner: dict[str, str] = {}
     for name in names:
         for i, doc in enumerate(corpora._pools(name, seed)["test"]):
             for piece in corpora.passages(doc, passage_chars):
-                owner.setdefault(piece, f"{name}/{i}")
+                owner.setdefault(piece, f"{name}/s{seed}/{i}")
     missing = sum(1 for t in test if t not in owner)
     if missing:
         raise FusebenchError(f"{missing} of {len(test)} test passages of the tiny-world corpus {domain!r} are not "

@@ -60,7 +60,8 @@ def seeds_items_difference(method: list[dict], control: list[dict], seeds: list
             return None
         parts.append(np.vstack(rows))
         by_doc = dict(zip(first.doc_ids, first.clusters)) if first.clusters else None
-        clusters += [f"{t}:{by_doc[d]}" if by_doc else f"{t}:doc:{d}" for d in order]
+        # a source document is one unit across tasks (the general mix scores passages the domains score too)
+        clusters += [by_doc[d] if by_doc else f"task {t} document {d}" for d in order]
     u = parts[0] if len(parts) == 1 else stack_domains(parts)
     clustered = any(p.clusters for by_seed in control for p in by_seed.values() if p is not None)
     if clustered and len(set(clusters)) < 2:    # one source document: no document variance to estimate

@@ -28,7 +28,9 @@ their mean, G clusters,
 
 the sandwich estimator of Var(mean of c_i) with clusters as the independent units (it estimates
 σ_doc²/N + σ_res²/(S·N) whatever the correlation inside a cluster). With every document its own cluster
-(G = N) it is exactly the ANOVA MS_doc above, so the two designs are one formula.
+(G = N) it is exactly the ANOVA MS_doc above, so the two designs are one formula. In an average over domains a
+cluster spans the tasks that score its passages (the tiny world's `general` mix scores passages of the same held-out
+documents as the domains), so text scored twice is counted once.
 
 For a ratio metric (bits per byte: Σ nll / Σ bytes) u is the ratio estimator's linearisation per seed (paired.py):
 u[s, i] = D_s + N·z_si, whose mean over documents is exactly seed s's difference D_s. An average over domains stacks

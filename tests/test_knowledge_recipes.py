@@ -60,7 +60,7 @@ def test_every_perplexity_domain_of_the_miniatures_scores_at_least_200_test_docu
     for name in recipe.evaluate.perplexity_corpora:
         spec = recipe.corpora[name]
         _, test, _ = tiny_world_splits(spec.domain, spec.seed, 0, spec.test_chars, spec.test_passage_chars,
-                                       spec.decontaminate)
+                                       spec.decontaminate, spec.spread_passages)
         assert len(test) >= 200, (name, len(test))
         assert sorted(map(len, test))[len(test) // 2] <= spec.test_passage_chars   # a longer line stays whole
 
@@ -80,7 +80,8 @@ def test_no_test_passage_of_the_miniatures_is_text_their_models_trained_on(recip
     for name in recipe.evaluate.perplexity_corpora:
         spec = recipe.corpora[name]
         assert spec.decontaminate
-        _, test, prov = tiny_world_splits(spec.domain, spec.seed, 0, spec.test_chars, spec.test_passage_chars, True)
+        _, test, prov = tiny_world_splits(spec.domain, spec.seed, 0, spec.test_chars, spec.test_passage_chars, True,
+                                          spec.spread_passages)
         assert len(set(test)) == len(test), name                                 # no passage scored twice
         assert not [p for p in test if p in train_text], name                     # none verbatim in training text
         assert not [p for p in test if any(s.strip() in lines for s in p.splitlines())], name   # nor a long line
@@ -115,7 +116,7 @@ def test_each_test_passage_is_traced_to_the_held_out_document_it_was_cut_from(tm
     from fusebench.jsonl import read_jsonl
 
     recipe = load_recipe(RECIPES / "tiny.yaml")
-    spec = recipe.corpora["code"].model_copy(update={"test_chars": 60_000})
+    spec = recipe.corpora["code"].model_copy(update={"test_chars": 60_000, "spread_passages": False})
     _, test, prov = corpora.tiny_world_splits("code", spec.seed, 0, spec.test_chars, spec.test_passage_chars, True)
     corpora.write_corpus(tmp_path / "code", ["unused"], test, prov)
     record = corpus_clusters(spec, tmp_path / "code")
@@ -136,3 +137,29 @@ def test_each_test_passage_is_traced_to_the_held_out_document_it_was_cut_from(tm
 
     whole = recipe.model_copy(update={"corpora": {**recipe.corpora, "code": spec}})
     assert _clusters(whole, {"corpus:code": tmp_path / "code", "model:clm": tmp_path}) == {"ppl_code": record}
+
+
+@pytest.mark.parametrize("recipe", ["tiny.yaml", "pythia_domains.yaml"])
+def test_spread_passages_score_as_many_source_documents_as_the_held_out_pool_offers(recipe):
+    """Round robin over the held-out documents: the 200 scored passages of code came from 14 modules taken in order,
+    26 spread (all the pool's modules with a passage that survives decontamination); the same passages each way,
+    only their order (and so which are cut off by test_chars) differs, and provenance follows either order."""
+    from fusebench.data import corpora
+    from fusebench.data.provenance import passage_sources
+
+    spec = load_recipe(RECIPES / recipe).corpora["code"]
+    assert spec.spread_passages
+    sources = {}
+    for spread in (False, True):
+        _, test, _ = corpora.tiny_world_splits("code", spec.seed, 0, 10 ** 7, spec.test_passage_chars, True, spread)
+        ids = passage_sources("code", spec.seed, spec.test_passage_chars, test, spread)
+        sources[spread] = (sorted(test), len(set(ids[:200])))
+    assert sources[False][0] == sources[True][0]                     # the same passages, in another order
+    assert sources[True][1] >= 25 and sources[False][1] <= 15
+
+
+def test_spread_passages_without_passages_is_a_recipe_error():
+    from fusebench.pipeline.recipe import CorpusSpec
+
+    with pytest.raises(ValueError, match="spread_passages"):
+        CorpusSpec(kind="tiny_world", domain="code", spread_passages=True)

@@ -220,10 +220,23 @@ def decontaminated(held_out: Iterator[str], train_units: set[str], counts: dict)
             yield text
 
 
+def held_out_passages(docs: list[str], passage_chars: int, spread: bool = False) -> Iterator[tuple[int, str]]:
+    """(document index, passage) of held-out documents in the order they are taken: document by document, or
+    (`spread`) round robin — every document's first passage, then every one's second, ... — so that a test set cut
+    short comes from as many source documents as there are (passages of one document are not independent:
+    report/power.py)."""
+    cut = [passages(d, passage_chars) for d in docs]
+    if not spread:
+        return ((i, p) for i, pieces in enumerate(cut) for p in pieces)
+    rounds = itertools.zip_longest(*[[(i, p) for p in pieces] for i, pieces in enumerate(cut)])
+    return (x for row in rounds for x in row if x is not None)
+
+
 def tiny_world_splits(domain: str, seed: int, train_chars: int, test_chars: int, passage_chars: int | None = None,
-                      decontaminate: bool = False) -> tuple[list[str], list[str], dict]:
+                      decontaminate: bool = False, spread: bool = False) -> tuple[list[str], list[str], dict]:
     """The train and test documents of one tiny-world corpus (test documents cut into passages of at most
-    `passage_chars` characters where given, and decontaminated where asked), and provenance for its manifest."""
+    `passage_chars` characters where given, taken round robin over the documents with `spread`, and decontaminated
+    where asked), and provenance for its manifest."""
     names = list(DOMAINS) if domain in MIXES else [domain]
     # each domain's documents are read and pooled once: decontamination needs every domain's training pools
     pools_by_domain = {name: _pools(name, seed) for name in (DOMAINS if decontaminate else names)}
@@ -235,7 +248,8 @@ def tiny_world_splits(domain: str, seed: int, train_chars: int, test_chars: int,
         pool = domain if domain in MIXES else "domain"
         share = len(names)  # the general mix takes an equal share from each domain
         train += _take(iter(pools[pool]), train_chars // share)
-        held_out = (p for d in pools["test"] for p in passages(d, passage_chars)) if passage_chars else pools["test"]
+        held_out = ((p for _, p in held_out_passages(pools["test"], passage_chars, spread)) if passage_chars
+                    else pools["test"])
         counts = {"checked": 0, "in_training_text": 0, "repeated": 0}
         if train_units is not None:
             held_out = decontaminated(iter(held_out), train_units, counts)

@@ -18,17 +18,17 @@ from fusebench.data import corpora
 from fusebench.errors import FusebenchError
 
 
-def passage_sources(domain: str, seed: int, passage_chars: int, test: list[str]) -> list[str]:
+def passage_sources(domain: str, seed: int, passage_chars: int, test: list[str], spread: bool = False) -> list[str]:
     """The source document of each test passage ("code/s0/7": the 8th document of code's test pool under split
     seed 0), in order: ids name one document across corpora, so the general mix's passages (cut from the same
     held-out documents as the domains') share their clusters with the domains'. A passage that occurs in several
-    documents belongs to the first, as decontamination keeps the first occurrence."""
+    documents belongs to the first in the order the corpus takes them, as decontamination keeps the first
+    occurrence."""
     names = list(corpora.DOMAINS) if domain in corpora.MIXES else [domain]
     owner: dict[str, str] = {}
     for name in names:
-        for i, doc in enumerate(corpora._pools(name, seed)["test"]):
-            for piece in corpora.passages(doc, passage_chars):
-                owner.setdefault(piece, f"{name}/s{seed}/{i}")
+        for i, piece in corpora.held_out_passages(corpora._pools(name, seed)["test"], passage_chars, spread):
+            owner.setdefault(piece, f"{name}/s{seed}/{i}")
     missing = sum(1 for t in test if t not in owner)
     if missing:
         raise FusebenchError(f"{missing} of {len(test)} test passages of the tiny-world corpus {domain!r} are not "
@@ -43,6 +43,7 @@ def corpus_clusters(spec, corpus_dir: Path) -> dict | None:
     if spec.kind != "tiny_world" or not spec.test_passage_chars:
         return None
     test_file = Path(corpus_dir) / "test.jsonl"
-    ids = passage_sources(spec.domain, spec.seed, spec.test_passage_chars, corpora.read_split(corpus_dir, "test"))
+    ids = passage_sources(spec.domain, spec.seed, spec.test_passage_chars, corpora.read_split(corpus_dir, "test"),
+                          spec.spread_passages)
     return {"unit": "source document of the held-out pool", "test_sha256": hashlib.sha256(
         test_file.read_bytes()).hexdigest(), "clusters": len(set(ids)), "documents": len(ids), "of_doc": ids}

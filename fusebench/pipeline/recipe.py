@@ -56,6 +56,8 @@ class CorpusSpec(Strict):
     test_passage_chars: int | None = Field(None, gt=0)
     # tiny_world: drop held-out texts sharing a line or sentence with any training text, and repeats (corpora.py)
     decontaminate: bool = False
+    # tiny_world: take test passages round robin over the held-out documents, not document by document (corpora.py)
+    spread_passages: bool = False
     seed: Seed = 0
 
     @model_validator(mode="after")
@@ -65,6 +67,9 @@ class CorpusSpec(Strict):
         key, value = need[self.kind]
         if not value:
             raise ValueError(f"a corpus of kind {self.kind!r} needs `{key}`")
+        if self.spread_passages and not (self.kind == "tiny_world" and self.test_passage_chars):
+            raise ValueError("`spread_passages` orders the passages of a tiny_world corpus scored in passages: set "
+                             "`test_passage_chars` too (or drop `spread_passages`)")
         return self
 
 

@@ -25,7 +25,8 @@ def corpus(spec: CorpusSpec):
 
         if spec.kind == "tiny_world":
             train, test, prov = corpora.tiny_world_splits(spec.domain, spec.seed, spec.train_chars, spec.test_chars,
-                                                          spec.test_passage_chars, spec.decontaminate)
+                                                          spec.test_passage_chars, spec.decontaminate,
+                                                          spec.spread_passages)
         elif spec.kind == "hub":
             train, test, prov = corpora.hub_splits(spec.path, spec.name, spec.text_field, spec.train_split,
                                                    spec.test_split, spec.train_chars, spec.test_chars, spec.revision)
